@@ -1,0 +1,55 @@
+"""langchain-confidence-router: cheapest model first, escalate when token-logprob confidence is low.
+
+The scoring core (``langchain_confidence_router.core``) imports neither LangChain nor LiteLLM; the
+LangChain adapter ``ConfidenceRouter`` is imported lazily so that LiteLLM-only users do not pay for it.
+"""
+
+from typing import Any
+
+from .core import (
+    AllTiersFailedError,
+    AttemptTrace,
+    Cascade,
+    CascadeError,
+    ConfigError,
+    LogprobError,
+    MissingLogprobsError,
+    RequestTrace,
+    RouterConfig,
+    TierCallError,
+    TokenLogprobs,
+    compute_signals,
+    load_config,
+    normalize_logprobs,
+    parse_config,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AllTiersFailedError",
+    "AttemptTrace",
+    "Cascade",
+    "CascadeError",
+    "ConfidenceRouter",
+    "ConfigError",
+    "LogprobError",
+    "MissingLogprobsError",
+    "RequestTrace",
+    "RouterConfig",
+    "TierCallError",
+    "TokenLogprobs",
+    "TraceCollector",
+    "compute_signals",
+    "load_config",
+    "normalize_logprobs",
+    "parse_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ConfidenceRouter", "TraceCollector"):
+        from . import langchain as _lc
+
+        return getattr(_lc, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

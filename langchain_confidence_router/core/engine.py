@@ -1,0 +1,110 @@
+"""Two small drivers of the escalation policy, sync and async, around an adapter's call function.
+
+A driver only does I/O: it asks the policy what to do, calls the tier, times it, reports back.
+The async driver enforces the per-attempt timeout itself; a sync call function is given the
+timeout in :class:`TierCall` and must pass it to its HTTP client (a sync call cannot be
+interrupted safely from outside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import RouterConfig, parse_config
+from .policy import CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
+from .tiers import Tier, build_tiers
+
+CallFn = Callable[[TierCall], TierResult]
+AsyncCallFn = Callable[[TierCall], Awaitable[TierResult]]
+
+
+def run_policy(policy: CascadePolicy, call_fn: CallFn) -> Finish:
+    """Drive ``policy`` to the end with a blocking call function; raise its error on failure."""
+    action = policy.start()
+    while isinstance(action, CallTier):
+        t0 = time.perf_counter()
+        try:
+            result = call_fn(action.call)
+        except Exception as exc:
+            action = policy.on_error(action.call, exc, _ms(t0))
+            continue
+        action = policy.on_result(action.call, result, _ms(t0))
+    return _finished(action)
+
+
+async def arun_policy(policy: CascadePolicy, call_fn: AsyncCallFn) -> Finish:
+    """Drive ``policy`` with an async call function, bounding each attempt by its timeout."""
+    action = policy.start()
+    while isinstance(action, CallTier):
+        call = action.call
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(call_fn(call), call.timeout_s)
+        except Exception as exc:  # TimeoutError included: it is an upstream failure like any other
+            if isinstance(exc, TimeoutError) and not str(exc):
+                exc = TimeoutError(f"no answer within attempt_timeout_s={call.timeout_s:g}")
+            action = policy.on_error(call, exc, _ms(t0))
+            continue
+        action = policy.on_result(call, result, _ms(t0))
+    return _finished(action)
+
+
+def _finished(action: Finish | Fail) -> Finish:
+    if isinstance(action, Fail):
+        raise action.error
+    return action
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+@dataclass
+class Cascade:
+    """A configuration resolved into tiers: the object adapters hold, one per router.
+
+    ``Cascade.from_config(config, names)`` resolves once; ``policy()`` makes the per-request state
+    machine; ``run``/``arun`` drive it with a call function.
+    """
+
+    config: RouterConfig
+    tiers: list[Tier]
+    order_note: str
+    config_hash: str
+
+    @classmethod
+    def from_config(cls, config: RouterConfig | Mapping[str, Any] | str, names: Sequence[str] | None = None
+                    ) -> Cascade:
+        if isinstance(config, str):
+            from .config import load_config
+
+            config = load_config(config)
+        cfg = parse_config(config) if not isinstance(config, RouterConfig) else config
+        tiers, note = build_tiers(cfg, names)
+        return cls(cfg, tiers, note, cfg.config_hash())
+
+    def policy(
+        self,
+        *,
+        request_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> CascadePolicy:
+        return CascadePolicy(
+            self.tiers,
+            self.config.confidence,
+            request_id=request_id,
+            config_hash=self.config_hash,
+            metadata=metadata,
+            thresholds=thresholds,
+        )
+
+    def run(self, call_fn: CallFn, **policy_kwargs: Any) -> Finish:
+        return run_policy(self.policy(**policy_kwargs), call_fn)
+
+    async def arun(self, call_fn: AsyncCallFn, **policy_kwargs: Any) -> Finish:
+        return await arun_policy(self.policy(**policy_kwargs), call_fn)

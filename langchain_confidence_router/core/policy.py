@@ -1,0 +1,337 @@
+"""The escalation decision as a pure state machine (sans-I/O, like h11).
+
+The policy never calls a model. It says what to do next (:class:`CallTier`, :class:`Finish` or
+:class:`Fail`) and is told what happened (:meth:`CascadePolicy.on_result`,
+:meth:`CascadePolicy.on_error`). Both adapters and both drivers share it, so a routing decision
+can never differ between LangChain and LiteLLM.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ConfidenceSettings
+from .errors import (
+    AllTiersFailedError,
+    CascadeError,
+    LogprobError,
+    MissingLogprobsError,
+    TierCallError,
+    describe_exception,
+    status_code_of,
+)
+from .filters import apply_filter
+from .signals import SignalParams, compute_signals
+from .tiers import Tier
+from .tokens import TokenLogprobs, normalize_logprobs
+from .trace import AttemptTrace, RequestTrace
+
+SKIPPABLE_KINDS = frozenset({"timeout", "connection", "rate_limit", "server", "bad_response", "empty"})
+
+
+class EmptyAnswerError(Exception):
+    """A tier returned neither text nor a tool call."""
+
+
+@dataclass(frozen=True, slots=True)
+class TierCall:
+    """What the policy asks an adapter to do: call ``tier`` once."""
+
+    tier: Tier
+    attempt: int
+    final: bool
+    timeout_s: float | None
+    top_logprobs: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class TierResult:
+    """What an adapter reports back from one tier call."""
+
+    text: str = ""
+    logprobs: Any = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    raw: Any = None
+    tool_calls: list[Any] | None = None
+    ttft_ms: float | None = None
+    streamed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallTier:
+    call: TierCall
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    result: TierResult
+    attempt: AttemptTrace
+    trace: RequestTrace
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: CascadeError
+
+
+Action = CallTier | Finish | Fail
+
+
+def classify_error(exc: BaseException) -> str:
+    """Sort an upstream failure into a kind that decides whether ``on_error: skip`` skips it."""
+    if isinstance(exc, EmptyAnswerError):
+        return "empty"
+    if isinstance(exc, LogprobError):
+        return "bad_response"
+    code = status_code_of(exc)
+    name = type(exc).__name__.lower()
+    if isinstance(exc, TimeoutError) or "timeout" in name or code == 408:
+        return "timeout"
+    if code == 429 or "ratelimit" in name:
+        return "rate_limit"
+    if code is not None and code >= 500:
+        return "server"
+    if code is not None and 400 <= code < 500:
+        return "client"
+    if isinstance(exc, ConnectionError) or "connect" in name:
+        return "connection"
+    if "json" in name or "decode" in name or "validation" in name or "parse" in name:
+        return "bad_response"
+    return "other"
+
+
+class CascadePolicy:
+    """Decides, for one request, which tier to call next and which answer to return."""
+
+    def __init__(
+        self,
+        tiers: Sequence[Tier],
+        settings: ConfidenceSettings,
+        *,
+        request_id: str | None = None,
+        config_hash: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> None:
+        if not tiers:
+            raise ValueError("a cascade needs at least one tier")
+        self.tiers = list(tiers)
+        self.settings = settings
+        self.thresholds = dict(thresholds or {})
+        self.trace = RequestTrace(config_hash=config_hash, metadata=dict(metadata or {}))
+        if request_id:
+            self.trace.request_id = request_id
+        self._params = SignalParams(
+            logprob_weight=settings.hybrid_weights.logprob_weight,
+            margin_weight=settings.hybrid_weights.margin_weight,
+            bottom_percent=settings.signal_params.bottom_percent,
+            group_window=settings.signal_params.group_window,
+            tail_tokens=settings.signal_params.tail_tokens,
+        )
+        self._answers: list[tuple[AttemptTrace, TierResult]] = []
+        self._next = 0
+        self._t0 = time.perf_counter()
+        self._done = False
+
+    # ---------------------------------------------------------------- transitions
+
+    def start(self) -> Action:
+        return self._next_action()
+
+    def on_result(
+        self, call: TierCall, result: TierResult, latency_ms: float | None = None, *, committed: bool = False
+    ) -> Action:
+        """Judge one answer. ``committed`` means it already reached the user (streamed live)."""
+        attempt = self._attempt(call, latency_ms, result)
+        if not result.text.strip() and not result.tool_calls:
+            return self._failed(call, attempt, EmptyAnswerError("the answer is empty"))
+        try:
+            tokens = normalize_logprobs(result.logprobs)
+        except LogprobError as exc:
+            return self._failed(call, attempt, exc)
+        attempt.has_logprobs = tokens is not None and len(tokens) > 0
+        is_tool_call = bool(result.tool_calls) and not result.text.strip()
+        attempt.tool_call = is_tool_call
+        if is_tool_call and self.settings.tool_calls != "score":
+            accept = self.settings.tool_calls == "accept"
+            reason = f"tool call (tool_calls: {self.settings.tool_calls})"
+            return self._judged(attempt, result, accept, reason, committed)
+        if tokens is None or len(tokens) == 0:
+            return self._missing(attempt, result, "the answer has no logprobs", committed)
+        self._score(attempt, call.tier, tokens, "tool_call_args" if is_tool_call else call.tier.token_filter)
+        if attempt.confidence is None:
+            why = f"{attempt.method} could not be computed (margin and entropy need top_logprobs >= 2)"
+            return self._missing(attempt, result, why, committed)
+        threshold = attempt.threshold if attempt.threshold is not None else 0.0
+        accept = attempt.confidence >= threshold
+        relation = ">=" if accept else "<"
+        reason = f"confidence {attempt.confidence:.3f} {relation} threshold {threshold:.3f}"
+        return self._judged(attempt, result, accept, reason, committed)
+
+    def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None) -> Action:
+        attempt = self._attempt(call, latency_ms, None)
+        return self._failed(call, attempt, exc)
+
+    # ---------------------------------------------------------------- internals
+
+    def _attempt(self, call: TierCall, latency_ms: float | None, result: TierResult | None) -> AttemptTrace:
+        tier = call.tier
+        attempt = AttemptTrace(
+            tier=tier.index,
+            model=tier.name,
+            method=tier.method,
+            threshold=self.thresholds.get(tier.name, tier.threshold),
+            calibration=tier.calibration.id if tier.calibration else None,
+            latency_ms=latency_ms,
+        )
+        if result is not None:
+            attempt.tokens_in = result.tokens_in
+            attempt.tokens_out = result.tokens_out
+            attempt.cost_usd = result.cost_usd if result.cost_usd is not None else tier.cost(
+                result.tokens_in, result.tokens_out
+            )
+            attempt.ttft_ms = result.ttft_ms
+            attempt.streamed = result.streamed
+        self._next = tier.index + 1
+        return attempt
+
+    def _score(self, attempt: AttemptTrace, tier: Tier, tokens: TokenLogprobs, filter_name: str) -> None:
+        filtered = apply_filter(tokens, filter_name, answer_pattern=self.settings.answer_pattern)
+        values = compute_signals(filtered.tokens, None, self._params)
+        attempt.token_filter = filter_name
+        attempt.filter_fell_back = filtered.fell_back
+        attempt.n_tokens = filtered.n_total
+        attempt.n_scored_tokens = len(filtered.tokens)
+        attempt.raw_signals = values.raw
+        attempt.signals = values.score
+        attempt.score = values.score.get(tier.method)
+        if tier.calibration is not None:
+            attempt.confidence = tier.calibration.predict(values.raw)
+        else:
+            attempt.confidence = attempt.score
+
+    def _missing(self, attempt: AttemptTrace, result: TierResult, why: str, committed: bool) -> Action:
+        policy = self.settings.missing_logprobs
+        if policy == "fail":
+            attempt.decision = "error"
+            attempt.reason = f"{why} (missing_logprobs: fail)"
+            self.trace.add_attempt(attempt)
+            return self._fail(MissingLogprobsError(f"{attempt.model}: {why} and missing_logprobs is 'fail'",
+                                                   self.trace))
+        return self._judged(attempt, result, policy == "accept", f"{why} (missing_logprobs: {policy})", committed)
+
+    def _judged(
+        self, attempt: AttemptTrace, result: TierResult, accept: bool, reason: str, committed: bool
+    ) -> Action:
+        attempt.reason = reason
+        if accept:
+            attempt.decision = "accept"
+            self.trace.add_attempt(attempt)
+            return self._finish(attempt, result, "accepted", f"{attempt.model}: {reason}")
+        if committed:
+            attempt.decision = "fallback"
+            self.trace.add_attempt(attempt)
+            return self._finish(attempt, result, "fallback", f"{attempt.model}: {reason}; already streamed live")
+        attempt.decision = "escalate"
+        self.trace.add_attempt(attempt)
+        self.trace.reasons.append(f"{attempt.model}: {reason}")
+        self._answers.append((attempt, result))
+        return self._next_action()
+
+    def _failed(self, call: TierCall, attempt: AttemptTrace, exc: BaseException) -> Action:
+        kind = classify_error(exc)
+        attempt.decision = "error"
+        attempt.error = describe_exception(exc)
+        attempt.error_kind = kind
+        attempt.status_code = status_code_of(exc)
+        self.trace.add_attempt(attempt)
+        settings = self.settings
+        if settings.on_error == "fail":
+            attempt.reason = "error (on_error: fail)"
+            return self._fail(TierCallError(f"{call.tier.name} failed: {attempt.error}", self.trace,
+                                            cause=exc, status_code=attempt.status_code))
+        if kind in ("client", "other") and not settings.skip_client_errors:
+            attempt.reason = f"{kind} error is not skipped (set skip_client_errors to skip it)"
+            return self._fail(TierCallError(f"{call.tier.name} failed: {attempt.error}", self.trace,
+                                            cause=exc, status_code=attempt.status_code))
+        attempt.reason = f"{kind} error skipped (on_error: skip)"
+        self.trace.reasons.append(f"{call.tier.name}: {attempt.reason}: {attempt.error}")
+        return self._next_action()
+
+    def _next_action(self) -> Action:
+        limits = self.settings.limits
+        attempts = len(self.trace.attempts)
+        if self._next >= len(self.tiers):
+            return self._give_up("no tier was confident" if self._answers else "")
+        if limits.max_attempts is not None and attempts >= limits.max_attempts:
+            return self._give_up(f"max_attempts {limits.max_attempts} reached")
+        if limits.cost_budget_usd is not None and self.trace.total_cost_usd >= limits.cost_budget_usd:
+            return self._give_up(f"cost budget {limits.cost_budget_usd:g} USD reached")
+        tier = self.tiers[self._next]
+        final = self._next == len(self.tiers) - 1 or (
+            limits.max_attempts is not None and attempts + 1 >= limits.max_attempts
+        )
+        call = TierCall(
+            tier=tier,
+            attempt=attempts,
+            final=final,
+            timeout_s=limits.attempt_timeout_s,
+            top_logprobs=self.settings.top_logprobs,
+            request_id=self.trace.request_id,
+        )
+        return CallTier(call)
+
+    def _give_up(self, why: str) -> Action:
+        if why:
+            self.trace.reasons.append(why)
+        if not self._answers:
+            return self._fail(AllTiersFailedError(
+                f"no tier produced an answer ({len(self.trace.attempts)} attempt(s) failed): "
+                + "; ".join(f"{a.model}: {a.error}" for a in self.trace.attempts if a.error),
+                self.trace, status_code=_common_status(self.trace)))
+        if self.settings.final_fallback == "last":
+            attempt, result = self._answers[-1]
+        else:  # best: highest confidence; ties and unscored answers favour the later (larger) tier
+            attempt, result = max(
+                reversed(self._answers), key=lambda p: -1.0 if p[0].confidence is None else p[0].confidence
+            )
+        attempt.decision = "fallback"
+        return self._finish(attempt, result, "fallback",
+                            f"returned {attempt.model} (final_fallback: {self.settings.final_fallback})")
+
+    def _finish(self, attempt: AttemptTrace, result: TierResult, outcome: str, reason: str) -> Action:
+        trace = self.trace
+        trace.outcome = outcome  # type: ignore[assignment]
+        trace.final_tier = attempt.tier
+        trace.final_model = attempt.model
+        trace.confidence = attempt.confidence
+        trace.ttft_ms = attempt.ttft_ms
+        trace.reasons.append(reason)
+        self._close()
+        return Finish(result, attempt, trace)
+
+    def _fail(self, error: CascadeError) -> Action:
+        self.trace.outcome = "error"
+        self.trace.reasons.append(str(error))
+        self._close()
+        return Fail(error)
+
+    def _close(self) -> None:
+        self._done = True
+        self.trace.total_latency_ms = (time.perf_counter() - self._t0) * 1000.0
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+
+def _common_status(trace: RequestTrace) -> int | None:
+    codes = {a.status_code for a in trace.attempts if a.status_code is not None}
+    return codes.pop() if len(codes) == 1 else (503 if codes else None)

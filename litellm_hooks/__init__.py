@@ -1,0 +1,1 @@
+"""LiteLLM adapter: a ``confidence/<name>`` custom provider that runs the shared cascade engine."""
