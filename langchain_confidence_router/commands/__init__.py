@@ -1,0 +1,1 @@
+"""Subcommands of the ``confidence-router`` CLI, one module each."""

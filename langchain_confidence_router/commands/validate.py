@@ -1,0 +1,37 @@
+"""``confidence-router validate CONFIG``: check a configuration file and show what it resolves to."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..core.config import load_config
+from ..core.tiers import build_tiers
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check a configuration file")
+    p.add_argument("config", help="YAML configuration file")
+    p.add_argument("--json", action="store_true", help="print the effective configuration as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings = config.confidence
+    if args.json:
+        print(json.dumps(config.model_dump(mode="json"), indent=2))
+        return 0
+    print(f"{args.config}: valid (config hash {config.config_hash()})")
+    print(f"  method {settings.confidence_method}, threshold {settings.threshold:g}, "
+          f"token filter {settings.token_filter}, on_error {settings.on_error}, "
+          f"missing logprobs {settings.missing_logprobs}, final fallback {settings.final_fallback}")
+    if config.models:
+        tiers, how = build_tiers(config)
+        print(f"  escalation order ({how}):")
+        for tier in tiers:
+            cal = f", calibration {tier.calibration.id}" if tier.calibration else ""
+            print(f"    {tier.index}. {tier.name}: {tier.method} >= {tier.threshold:g}{cal}")
+    else:
+        print("  no models listed: the caller supplies them, in its own order")
+    return 0

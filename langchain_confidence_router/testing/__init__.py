@@ -1,0 +1,5 @@
+"""Test support that users can reuse: a local OpenAI-compatible server with controllable logprobs."""
+
+from .fake_openai import FakeOpenAIServer, ModelBehaviour
+
+__all__ = ["FakeOpenAIServer", "ModelBehaviour"]
