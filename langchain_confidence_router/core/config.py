@@ -173,14 +173,15 @@ class RouterConfig(_Strict):
 
     _source: Path | None = PrivateAttr(None)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> RouterConfig:
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
         seen: set[str] = set()
-        for spec in self.models:
+        for spec in models:
             if spec.name in seen:
                 raise ValueError(f"model name {spec.name!r} appears twice")
             seen.add(spec.name)
-        return self
+        return models
 
     @property
     def confidence(self) -> ConfidenceSettings:
