@@ -118,16 +118,16 @@ def _chosen_token_signals(
     lp: np.ndarray, wanted: set[str], params: SignalParams, raw: dict[str, float | None]
 ) -> None:
     n = lp.shape[0]
-    mean = float(lp.mean())
+    mean = float(np.add.reduce(lp)) / n
     if "avg_logprob" in wanted:
         raw["avg_logprob"] = mean
     if "geometric_mean" in wanted:
         raw["geometric_mean"] = math.exp(mean)
     if "min_logprob" in wanted:
-        raw["min_logprob"] = float(lp.min())
+        raw["min_logprob"] = float(np.minimum.reduce(lp))
     if "bottom_percent" in wanted:
         m = max(1, math.ceil(n * params.bottom_percent / 100.0))
-        raw["bottom_percent"] = mean if m >= n else float(np.partition(lp, m - 1)[:m].mean())
+        raw["bottom_percent"] = mean if m >= n else float(np.add.reduce(np.partition(lp, m - 1)[:m])) / m
     if "lowest_group" in wanted:
         w = max(1, min(params.group_window, n))
         if w == n:
@@ -136,35 +136,48 @@ def _chosen_token_signals(
             raw["lowest_group"] = -math.inf
         else:
             csum = np.cumsum(lp)
-            window_sums = csum[w - 1 :] - np.concatenate(([0.0], csum[:-w]))
-            raw["lowest_group"] = float(window_sums.min()) / w
+            window_sums = csum[w - 1 :].copy()
+            window_sums[1:] -= csum[:-w]
+            raw["lowest_group"] = float(np.minimum.reduce(window_sums)) / w
     if "tail" in wanted:
         t = max(1, min(params.tail_tokens, n))
-        raw["tail"] = mean if t == n else float(lp[-t:].mean())
+        raw["tail"] = mean if t == n else float(np.add.reduce(lp[-t:])) / t
 
 
 def _top_k_signals(tokens: TokenLogprobs, wanted: set[str], raw: dict[str, float | None]) -> None:
     top = tokens.top_logprobs
     counts = tokens.top_counts
-    valid = counts >= 2
-    if top.shape[1] < 2 or not valid.any():
+    if top.shape[1] < 2:
         raw.setdefault("margin", None)
         raw.setdefault("entropy", None)
         return
-    if not valid.all():
+    if int(np.minimum.reduce(counts)) < 2:  # rows with fewer than two alternatives carry no margin
+        valid = counts >= 2
+        if not valid.any():
+            raw.setdefault("margin", None)
+            raw.setdefault("entropy", None)
+            return
         top, counts = top[valid], counts[valid]
     k = top.shape[1]
-    if "margin" in wanted:
+    if (top[:, :-1] >= top[:, 1:]).all():  # sorted, as OpenAI sends them: no partition needed
+        top1, top2 = top[:, 0], top[:, 1]
+    else:
         part = np.partition(top, k - 2, axis=1)
-        diff = part[:, k - 1] - part[:, k - 2]
-        diff[np.isnan(diff)] = 0.0  # both -inf: no separation
-        raw["margin"] = float(diff.mean())
+        top1, top2 = part[:, k - 1], part[:, k - 2]
+    degenerate = bool(np.isneginf(top1).any())
+    if "margin" in wanted:
+        diff = top1 - top2
+        if degenerate:
+            diff[np.isnan(diff)] = 0.0  # both -inf: no separation
+        raw["margin"] = float(np.add.reduce(diff)) / diff.shape[0]
     if "entropy" in wanted:
-        mx = top.max(axis=1, keepdims=True)
-        mx[np.isinf(mx)] = 0.0
-        e = np.exp(top - mx)
-        p = e / e.sum(axis=1, keepdims=True)
-        plogp = p * np.log(np.where(p > 0, p, 1.0))
-        h = -plogp.sum(axis=1) / np.log(counts)
-        h[np.isnan(h)] = 0.0
-        raw["entropy"] = float(np.clip(h, 0.0, 1.0).mean())
+        # H = log(s) - sum(e * z) / s with z = top - max, e = exp(z), s = sum(e); padding z=-inf -> e=0
+        z = top - (np.where(np.isneginf(top1), 0.0, top1) if degenerate else top1)[:, None]
+        np.maximum(z, -745.0, out=z)
+        e = np.exp(z)
+        s = np.add.reduce(e, axis=1)
+        h = (np.log(s) - np.add.reduce(e * z, axis=1) / s) / np.log(counts)
+        if degenerate:
+            h[~np.isfinite(h)] = 0.0
+        np.clip(h, 0.0, 1.0, out=h)
+        raw["entropy"] = float(np.add.reduce(h)) / h.shape[0]
