@@ -15,6 +15,7 @@ TRACE_SCHEMA_VERSION = 1
 
 Decision = Literal["accept", "escalate", "error", "fallback"]
 Outcome = Literal["accepted", "fallback", "error", "handoff", "clarify", "pending"]
+Route = Literal["automated", "human_assisted", "human_primary", "clarify"]
 
 
 class AttemptTrace(BaseModel):
@@ -65,7 +66,12 @@ class RequestTrace(BaseModel):
     final_tier: int | None = None
     final_model: str | None = None
     confidence: float | None = None
-    route: str = "automated"
+    route: Route = Field("automated", description="who handles the answer: see docs/human.md")
+    trigger: str | None = Field(None, description="why a human or clarify route was taken")
+    arm: str | None = Field(None, description="A/B threshold arm this request was assigned to")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="thresholds in force, by model")
+    calibrations: dict[str, str] = Field(default_factory=dict, description="calibration versions, by model")
+    draft: str | None = Field(None, description="the AI answer handed to a human (only if text is stored)")
     reasons: list[str] = Field(default_factory=list)
     total_cost_usd: float = 0.0
     cost_complete: bool = True
@@ -98,6 +104,7 @@ class RequestTrace(BaseModel):
             "request_id": self.request_id,
             "outcome": self.outcome,
             "route": self.route,
+            "trigger": self.trigger,
             "final_model": self.final_model,
             "confidence": self.confidence,
             "attempts": len(self.attempts),
