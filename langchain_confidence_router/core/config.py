@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from .errors import ConfigError
 from .filters import TOKEN_FILTERS
+from .human import HumanSettings
 from .signals import LOGPROB_SIGNALS
 
 #: Confidence methods a tier can use. Methods that need no logprobs register themselves here.
@@ -169,6 +170,7 @@ class RouterConfig(_Strict):
 
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     models: list[ModelSpec] = Field(default_factory=list)
+    human: HumanSettings | None = Field(None, description="human escalation past the largest model")
     evidence: dict[str, Any] | None = Field(None, description="written by `tune`: how thresholds were chosen")
 
     _source: Path | None = PrivateAttr(None)

@@ -93,7 +93,13 @@ class Cascade:
         request_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        request_text: str | None = None,
+        conversation: str | None = None,
+        user: str | None = None,
+        clarify_count: int | None = None,
     ) -> CascadePolicy:
+        """A fresh state machine for one request. ``request_text`` (the last user message) feeds the
+        human triggers; ``conversation`` and ``user`` key the clarify count and the A/B arm."""
         return CascadePolicy(
             self.tiers,
             self.config.confidence,
@@ -101,6 +107,11 @@ class Cascade:
             config_hash=self.config_hash,
             metadata=metadata,
             thresholds=thresholds,
+            human=self.config.human,
+            request_text=request_text,
+            conversation=conversation,
+            user=user,
+            clarify_count=clarify_count,
         )
 
     def run(self, call_fn: CallFn, **policy_kwargs: Any) -> Finish:

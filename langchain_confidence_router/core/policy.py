@@ -24,6 +24,17 @@ from .errors import (
     status_code_of,
 )
 from .filters import apply_filter
+from .human import (
+    CLARIFY_LEDGER,
+    ArmSettings,
+    ClarifyLedger,
+    HumanSettings,
+    PreCallDecision,
+    assign_arm,
+    check_triggers,
+    route_for,
+    thresholds_for,
+)
 from .signals import SignalParams, compute_signals
 from .tiers import Tier
 from .tokens import TokenLogprobs, normalize_logprobs
@@ -46,6 +57,8 @@ class TierCall:
     timeout_s: float | None
     top_logprobs: int
     request_id: str
+    kind: str = "answer"
+    instruction: str | None = None
 
 
 @dataclass(slots=True)
@@ -71,7 +84,9 @@ class CallTier:
 
 @dataclass(frozen=True, slots=True)
 class Finish:
-    result: TierResult
+    """The request is done. ``result`` is None when it went to a human before any model answered."""
+
+    result: TierResult | None
     attempt: AttemptTrace
     trace: RequestTrace
 
@@ -119,15 +134,30 @@ class CascadePolicy:
         config_hash: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        human: HumanSettings | None = None,
+        request_text: str | None = None,
+        conversation: str | None = None,
+        user: str | None = None,
+        clarify_count: int | None = None,
+        clarify_ledger: ClarifyLedger = CLARIFY_LEDGER,
     ) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = list(tiers)
         self.settings = settings
-        self.thresholds = dict(thresholds or {})
+        self.human = human if human is not None and human.enabled else None
+        self.request_text = request_text or ""
+        self.conversation = conversation
+        self.user = user
+        self._ledger = clarify_ledger
+        self._clarify_count = clarify_count
+        self._clarifying = False
+        self._pre = PreCallDecision()
+        self._arm: ArmSettings | None = None
         self.trace = RequestTrace(config_hash=config_hash, metadata=dict(metadata or {}))
         if request_id:
             self.trace.request_id = request_id
+        self.thresholds = self._arm_thresholds() | dict(thresholds or {})
         self._params = SignalParams(
             logprob_weight=settings.hybrid_weights.logprob_weight,
             margin_weight=settings.hybrid_weights.margin_weight,
@@ -143,6 +173,14 @@ class CascadePolicy:
     # ---------------------------------------------------------------- transitions
 
     def start(self) -> Action:
+        if self.human is not None:
+            try:
+                self._pre = check_triggers(self.request_text, self.human)
+            except Exception as exc:  # a user classifier failed: be conservative, let a person look
+                self._pre = PreCallDecision("trigger_error", "human_assisted", True)
+                self.trace.reasons.append(f"trigger check failed ({describe_exception(exc)}); routed to a human")
+            if self._pre.route is not None and not self._pre.draft:
+                return self._handoff_before_any_call()
         return self._next_action()
 
     def on_result(
@@ -150,6 +188,8 @@ class CascadePolicy:
     ) -> Action:
         """Judge one answer. ``committed`` means it already reached the user (streamed live)."""
         attempt = self._attempt(call, latency_ms, result)
+        if call.kind == "clarify":
+            return self._clarified(attempt, result)
         if not result.text.strip() and not result.tool_calls:
             return self._failed(call, attempt, EmptyAnswerError("the answer is empty"))
         try:
@@ -177,6 +217,12 @@ class CascadePolicy:
 
     def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None) -> Action:
         attempt = self._attempt(call, latency_ms, None)
+        if call.kind == "clarify":  # no question could be written: carry on escalating
+            attempt.decision = "error"
+            attempt.error = describe_exception(exc)
+            attempt.reason = "clarifying question failed; escalating instead"
+            self.trace.add_attempt(attempt)
+            return self._next_action()
         return self._failed(call, attempt, exc)
 
     # ---------------------------------------------------------------- internals
@@ -191,6 +237,10 @@ class CascadePolicy:
             calibration=tier.calibration.id if tier.calibration else None,
             latency_ms=latency_ms,
         )
+        if call.kind == "answer" and attempt.threshold is not None:
+            self.trace.thresholds[tier.name] = attempt.threshold
+            if attempt.calibration:
+                self.trace.calibrations[tier.name] = attempt.calibration
         if result is not None:
             attempt.tokens_in = result.tokens_in
             attempt.tokens_out = result.tokens_out
@@ -199,7 +249,10 @@ class CascadePolicy:
             )
             attempt.ttft_ms = result.ttft_ms
             attempt.streamed = result.streamed
-        self._next = tier.index + 1
+        if call.kind == "answer":
+            self._next = tier.index + 1
+        else:
+            attempt.purpose = call.kind
         return attempt
 
     def _score(self, attempt: AttemptTrace, tier: Tier, tokens: TokenLogprobs, filter_name: str) -> None:
@@ -243,7 +296,8 @@ class CascadePolicy:
         self.trace.add_attempt(attempt)
         self.trace.reasons.append(f"{attempt.model}: {reason}")
         self._answers.append((attempt, result))
-        return self._next_action()
+        clarify = self._clarify_call(attempt)
+        return clarify if clarify is not None else self._next_action()
 
     def _failed(self, call: TierCall, attempt: AttemptTrace, exc: BaseException) -> Action:
         kind = classify_error(exc)
@@ -314,6 +368,92 @@ class CascadePolicy:
         trace.confidence = attempt.confidence
         trace.ttft_ms = attempt.ttft_ms
         trace.reasons.append(reason)
+        if self.human is not None:
+            self._route(attempt, result, outcome)
+        self._close()
+        return Finish(result, attempt, trace)
+
+    # ---------------------------------------------------------------- human routing
+
+    def _arm_thresholds(self) -> dict[str, float]:
+        ab = self.human.ab_test if self.human is not None else None
+        if ab is None:
+            return {}
+        key = {"user": self.user, "conversation": self.conversation}.get(ab.key) or self.trace.request_id
+        arm = assign_arm(key, ab.treatment_share, ab.salt)
+        self.trace.arm = arm
+        self._arm = ab.treatment if arm == "treatment" else ab.control
+        return dict(self._arm.model_thresholds)
+
+    def _route(self, attempt: AttemptTrace, result: TierResult, outcome: str) -> None:
+        """Decide who handles the answer: automated, human-assisted or human-primary."""
+        assert self.human is not None
+        trace = self.trace
+        thresholds, source = thresholds_for(self.request_text, self.human, self._arm)
+        trace.thresholds["human.automate"] = thresholds.automate
+        trace.thresholds["human.assist"] = thresholds.assist
+        tier = self.tiers[attempt.tier] if attempt.tier < len(self.tiers) else None
+        conf = attempt.confidence
+        if tier is not None and tier.calibration_error:
+            route, trigger = "human_assisted", "calibration_unavailable"
+            trace.reasons.append(f"calibration of {tier.name} could not be loaded ({tier.calibration_error}); "
+                                 "routed to human review")
+        elif self._pre.route is not None:
+            route, trigger = self._pre.route, self._pre.trigger
+        elif conf is None:
+            route, trigger = "human_assisted", "confidence_unavailable"
+        elif outcome == "fallback" and self.human.triggers.no_confident_model:
+            route = "human_primary" if conf < thresholds.assist else "human_assisted"
+            trigger = "no_confident_model"
+        else:
+            route = route_for(conf, thresholds)
+            trigger = None if route == "automated" else f"confidence ({source} thresholds)"
+        trace.route = route  # type: ignore[assignment]
+        trace.trigger = trigger
+        if route != "automated":
+            trace.reasons.append(f"route {route}: {trigger}")
+            if self.human.store_text:
+                trace.draft = result.text
+
+    def _handoff_before_any_call(self) -> Action:
+        trace = self.trace
+        trace.route = self._pre.route  # type: ignore[assignment]
+        trace.trigger = self._pre.trigger
+        trace.outcome = "handoff"
+        trace.reasons.append(f"route {self._pre.route}: {self._pre.trigger} (before any model call)")
+        self._close()
+        return Finish(None, AttemptTrace(tier=-1, model="human", decision="accept", reason=str(self._pre.trigger)),
+                      trace)
+
+    def _clarify_call(self, attempt: AttemptTrace) -> CallTier | None:
+        human = self.human
+        if human is None or not human.clarify.enabled or self._clarifying or attempt.confidence is None:
+            return None
+        lo, hi = human.clarify.band
+        count = self._clarify_count if self._clarify_count is not None else self._ledger.count(self.conversation)
+        if not lo <= attempt.confidence < hi or count >= human.clarify.max_per_conversation:
+            return None
+        self._clarifying = True
+        name = human.clarify.model or attempt.model
+        tier = next((t for t in self.tiers if t.name == name), self.tiers[attempt.tier])
+        return CallTier(TierCall(tier=tier, attempt=len(self.trace.attempts), final=True,
+                                 timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=0,
+                                 request_id=self.trace.request_id, kind="clarify", instruction=human.clarify.prompt))
+
+    def _clarified(self, attempt: AttemptTrace, result: TierResult) -> Action:
+        attempt.decision = "accept"
+        attempt.reason = "clarifying question instead of escalating"
+        self.trace.add_attempt(attempt)
+        source = self._answers[-1][0]
+        trace = self.trace
+        trace.outcome = "clarify"
+        trace.route = "clarify"
+        trace.trigger = "clarify"
+        trace.final_tier = attempt.tier
+        trace.final_model = attempt.model
+        trace.confidence = source.confidence
+        trace.reasons.append(f"{source.model}: confidence {source.confidence:.3f} in the clarify band; asked instead")
+        self._ledger.add(self.conversation)
         self._close()
         return Finish(result, attempt, trace)
 

@@ -22,6 +22,7 @@ class Tier:
     threshold: float
     token_filter: str
     calibration: Calibration | None = None
+    calibration_error: str | None = None
 
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
         return self.spec.cost(tokens_in, tokens_out)
@@ -39,10 +40,17 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
     ordered, how = order_models(specs, config)
     settings = config.confidence
     tiers = []
+    conservative = config.human is not None and config.human.enabled
     for i, spec in enumerate(ordered):
-        calibration = None
+        calibration, calibration_error = None, None
         if spec.calibration:
-            calibration = load_calibration(config.resolve_path(spec.calibration))
+            try:
+                calibration = load_calibration(config.resolve_path(spec.calibration))
+            except ConfigError as exc:
+                if not conservative:
+                    raise
+                # with humans in the loop, a broken calibration sends requests to human review
+                calibration_error = str(exc)
         tiers.append(
             Tier(
                 index=i,
@@ -52,6 +60,7 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
                 threshold=settings.threshold if spec.threshold is None else spec.threshold,
                 token_filter=spec.token_filter or settings.token_filter,
                 calibration=calibration,
+                calibration_error=calibration_error,
             )
         )
     return tiers, how

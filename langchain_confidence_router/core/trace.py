@@ -25,6 +25,7 @@ class AttemptTrace(BaseModel):
 
     tier: int
     model: str
+    purpose: str = Field("answer", description="answer, or a side call: clarify, verify, sample")
     decision: Decision | None = None
     reason: str = ""
     method: str | None = None
