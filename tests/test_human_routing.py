@@ -157,7 +157,7 @@ def test_conservative_fallback_when_calibration_cannot_load(tmp_path: Path) -> N
     assert done.trace.route == "human_assisted" and done.trace.trigger == "calibration_unavailable"
     # without humans in the loop a broken calibration is a configuration error, loudly
     cfg.pop("human")
-    with pytest.raises(Exception, match="broken.json"):
+    with pytest.raises(Exception, match=r"broken\.json"):
         Cascade.from_config(parse_config(cfg))
 
 

@@ -105,7 +105,7 @@ def test_nobody_confident_last() -> None:
 
 def test_per_request_thresholds_override() -> None:
     c = cascade()
-    call, calls = caller({"s": answer(UNSURE), "m": answer(), "l": answer()})
+    call, _calls = caller({"s": answer(UNSURE), "m": answer(), "l": answer()})
     done = c.run(call, thresholds={"s": 0.1})
     assert done.trace.final_model == "s" and done.trace.attempts[0].threshold == 0.1
 
@@ -149,7 +149,7 @@ def test_tool_call_scored_on_argument_tokens() -> None:
 
 @pytest.mark.parametrize("exc", [TimeoutError("slow"), ConnectionError("refused"), HTTPError(429), HTTPError(503)])
 def test_skip_transient_errors(exc: BaseException) -> None:
-    done, calls = run(cascade(), {"s": exc, "m": answer(SURE, "m"), "l": answer()})
+    done, _calls = run(cascade(), {"s": exc, "m": answer(SURE, "m"), "l": answer()})
     assert done.trace.final_model == "m"
     err = done.trace.attempts[0]
     assert err.decision == "error" and err.error and "skipped" in err.reason

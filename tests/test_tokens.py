@@ -34,7 +34,8 @@ def test_openai_dict() -> None:
 
 def test_plain_entry_list_and_full_response() -> None:
     check_expected(normalize_logprobs(ENTRIES))
-    response = {"id": "x", "choices": [{"index": 0, "message": {"content": "Paris."}, "logprobs": {"content": ENTRIES}}]}
+    choice = {"index": 0, "message": {"content": "Paris."}, "logprobs": {"content": ENTRIES}}
+    response = {"id": "x", "choices": [choice]}
     check_expected(normalize_logprobs(response))
 
 

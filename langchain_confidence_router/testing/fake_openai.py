@@ -18,6 +18,7 @@ Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import re
@@ -103,10 +104,8 @@ class FakeOpenAIServer:
     def stop(self) -> None:
         if self._loop and self._runner:
             fut = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop)
-            try:
+            with contextlib.suppress(Exception):  # best effort at shutdown
                 fut.result(10)
-            except Exception:  # noqa: S110 - best effort at shutdown
-                pass
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
