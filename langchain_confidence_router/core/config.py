@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .errors import ConfigError
 from .filters import TOKEN_FILTERS
 from .human import HumanSettings
+from .nologprob import ConsistencySettings, SelfVerifySettings
 from .signals import LOGPROB_SIGNALS
 
 #: Confidence methods a tier can use. Methods that need no logprobs register themselves here.
-CONFIDENCE_METHODS: list[str] = list(LOGPROB_SIGNALS)
+CONFIDENCE_METHODS: list[str] = [*LOGPROB_SIGNALS, "self_verify", "consistency"]
+#: Methods that need extra calls instead of logprobs.
+NO_LOGPROB_METHODS = frozenset({"self_verify", "consistency"})
 
 EscalationOrder = Literal["small_to_large", "declared", "cost", "automix"]
 TokenFilter = Literal["all", "stop", "tool_call_args", "answer"]
@@ -91,6 +94,8 @@ class ConfidenceSettings(_Strict):
         "best", description="answer returned when no tier is confident"
     )
     limits: Limits = Field(default_factory=Limits)
+    self_verify: SelfVerifySettings = Field(default_factory=SelfVerifySettings)
+    consistency: ConsistencySettings = Field(default_factory=ConsistencySettings)
 
     @field_validator("confidence_method")
     @classmethod

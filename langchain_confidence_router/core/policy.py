@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import ConfidenceSettings
+from .config import NO_LOGPROB_METHODS, ConfidenceSettings
 from .errors import (
     AllTiersFailedError,
     CascadeError,
@@ -35,6 +35,7 @@ from .human import (
     route_for,
     thresholds_for,
 )
+from .nologprob import majority, verify_confidence
 from .signals import SignalParams, compute_signals
 from .tiers import Tier
 from .tokens import TokenLogprobs, normalize_logprobs
@@ -59,6 +60,10 @@ class TierCall:
     request_id: str
     kind: str = "answer"
     instruction: str | None = None
+    samples: int = 1
+    temperature: float | None = None
+    max_tokens: int | None = None
+    answer_text: str | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +79,7 @@ class TierResult:
     tool_calls: list[Any] | None = None
     ttft_ms: float | None = None
     streamed: bool = False
+    samples: list[TierResult] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,6 +172,8 @@ class CascadePolicy:
             tail_tokens=settings.signal_params.tail_tokens,
         )
         self._answers: list[tuple[AttemptTrace, TierResult]] = []
+        self._recorded: set[int] = set()
+        self._pending_verify: tuple[AttemptTrace, TierResult, bool] | None = None
         self._next = 0
         self._t0 = time.perf_counter()
         self._done = False
@@ -187,9 +195,16 @@ class CascadePolicy:
         self, call: TierCall, result: TierResult, latency_ms: float | None = None, *, committed: bool = False
     ) -> Action:
         """Judge one answer. ``committed`` means it already reached the user (streamed live)."""
+        if call.kind == "verify":
+            return self._verified(call, result, latency_ms)
         attempt = self._attempt(call, latency_ms, result)
         if call.kind == "clarify":
             return self._clarified(attempt, result)
+        if call.kind == "sample":
+            picked = self._pick_majority(attempt, result)
+            if picked is None:
+                return self._failed(call, attempt, EmptyAnswerError("no sample had a readable answer"))
+            result = picked
         if not result.text.strip() and not result.tool_calls:
             return self._failed(call, attempt, EmptyAnswerError("the answer is empty"))
         try:
@@ -203,25 +218,111 @@ class CascadePolicy:
             accept = self.settings.tool_calls == "accept"
             reason = f"tool call (tool_calls: {self.settings.tool_calls})"
             return self._judged(attempt, result, accept, reason, committed)
-        if tokens is None or len(tokens) == 0:
+        tier = call.tier
+        if tokens is not None and len(tokens) > 0:
+            self._score(attempt, tier, tokens, "tool_call_args" if is_tool_call else tier.token_filter)
+        if tier.method == "self_verify":
+            self._record(attempt)
+            self._pending_verify = (attempt, result, committed)
+            return self._verify_call(call, result)
+        if tier.method == "consistency":
+            self._apply_method_score(attempt, tier, "consistency")
+        elif not attempt.has_logprobs:
             return self._missing(attempt, result, "the answer has no logprobs", committed)
-        self._score(attempt, call.tier, tokens, "tool_call_args" if is_tool_call else call.tier.token_filter)
         if attempt.confidence is None:
             why = f"{attempt.method} could not be computed (margin and entropy need top_logprobs >= 2)"
             return self._missing(attempt, result, why, committed)
+        return self._threshold_decision(attempt, result, committed)
+
+    def _threshold_decision(self, attempt: AttemptTrace, result: TierResult, committed: bool) -> Action:
         threshold = attempt.threshold if attempt.threshold is not None else 0.0
-        accept = attempt.confidence >= threshold
+        confidence = attempt.confidence if attempt.confidence is not None else 0.0
+        accept = confidence >= threshold
         relation = ">=" if accept else "<"
-        reason = f"confidence {attempt.confidence:.3f} {relation} threshold {threshold:.3f}"
+        reason = f"confidence {confidence:.3f} {relation} threshold {threshold:.3f}"
         return self._judged(attempt, result, accept, reason, committed)
+
+    # ---------------------------------------------------------------- methods without logprobs
+
+    def _apply_method_score(self, attempt: AttemptTrace, tier: Tier, name: str) -> None:
+        raw = attempt.raw_signals.get(name)
+        attempt.score = raw
+        if tier.calibration is not None and raw is not None:
+            attempt.confidence = tier.calibration.predict(attempt.raw_signals)
+        else:
+            attempt.confidence = raw
+
+    def _pick_majority(self, attempt: AttemptTrace, result: TierResult) -> TierResult | None:
+        samples = [s for s in (result.samples or [result]) if s.text.strip()]
+        if not samples:
+            return None
+        settings = self.settings.consistency
+        compare = settings.compare
+        if compare not in ("exact", "numeric", "choice"):
+            from .human import load_callable
+
+            compare = load_callable(compare)  # type: ignore[assignment]
+        index, share, groups = majority([s.text for s in samples], compare)
+        share = share * len(samples) / max(len(result.samples or [result]), 1)
+        chosen = samples[index]
+        attempt.raw_signals["consistency"] = share
+        attempt.signals["consistency"] = share
+        attempt.n_samples = len(result.samples or [result])
+        attempt.n_groups = len(groups)
+        chosen_result = TierResult(
+            text=chosen.text, logprobs=chosen.logprobs, tokens_in=result.tokens_in, tokens_out=result.tokens_out,
+            cost_usd=result.cost_usd, raw=chosen.raw, tool_calls=chosen.tool_calls, ttft_ms=result.ttft_ms,
+        )
+        return chosen_result
+
+    def _verify_call(self, call: TierCall, result: TierResult) -> CallTier:
+        settings = self.settings.self_verify
+        judge = next((t for t in self.tiers if t.name == settings.judge), call.tier)
+        return CallTier(TierCall(
+            tier=judge, attempt=len(self.trace.attempts), final=False,
+            timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=settings.top_logprobs,
+            request_id=self.trace.request_id, kind="verify",
+            instruction=settings.prompt.replace("{answer}", result.text), temperature=0.0,
+            max_tokens=settings.max_tokens, answer_text=result.text,
+        ))
+
+    def _verified(self, call: TierCall, result: TierResult | None, latency_ms: float | None,
+                  error: BaseException | None = None) -> Action:
+        assert self._pending_verify is not None, "a verify result arrived without a pending answer"
+        answer_attempt, answer_result, committed = self._pending_verify
+        self._pending_verify = None
+        judge = self._attempt(call, latency_ms, result)
+        if error is not None or result is None:
+            judge.decision = "error"
+            judge.error = describe_exception(error) if error else "no result"
+            judge.error_kind = classify_error(error) if error else "empty"
+            self._record(judge)
+            return self._missing(answer_attempt, answer_result, f"the judge failed ({judge.error})", committed)
+        confidence, how = verify_confidence(result.text, result.logprobs)
+        judge.reason = f"judge replied {result.text.strip()[:40]!r}; read as {how}"
+        judge.raw_signals = {"self_verify": confidence}
+        self._record(judge)
+        answer_attempt.raw_signals["self_verify"] = confidence
+        answer_attempt.signals["self_verify"] = confidence
+        self._apply_method_score(answer_attempt, self.tiers[answer_attempt.tier], "self_verify")
+        if answer_attempt.confidence is None:
+            return self._missing(answer_attempt, answer_result, "the judge's reply could not be read", committed)
+        return self._threshold_decision(answer_attempt, answer_result, committed)
+
+    def _record(self, attempt: AttemptTrace) -> None:
+        if id(attempt) not in self._recorded:
+            self._recorded.add(id(attempt))
+            self.trace.add_attempt(attempt)
 
     def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None) -> Action:
         attempt = self._attempt(call, latency_ms, None)
+        if call.kind == "verify":
+            return self._verified(call, None, latency_ms, error=exc)
         if call.kind == "clarify":  # no question could be written: carry on escalating
             attempt.decision = "error"
             attempt.error = describe_exception(exc)
             attempt.reason = "clarifying question failed; escalating instead"
-            self.trace.add_attempt(attempt)
+            self._record(attempt)
             return self._next_action()
         return self._failed(call, attempt, exc)
 
@@ -237,7 +338,7 @@ class CascadePolicy:
             calibration=tier.calibration.id if tier.calibration else None,
             latency_ms=latency_ms,
         )
-        if call.kind == "answer" and attempt.threshold is not None:
+        if call.kind in ("answer", "sample") and attempt.threshold is not None:
             self.trace.thresholds[tier.name] = attempt.threshold
             if attempt.calibration:
                 self.trace.calibrations[tier.name] = attempt.calibration
@@ -249,7 +350,7 @@ class CascadePolicy:
             )
             attempt.ttft_ms = result.ttft_ms
             attempt.streamed = result.streamed
-        if call.kind == "answer":
+        if call.kind in ("answer", "sample"):
             self._next = tier.index + 1
         else:
             attempt.purpose = call.kind
@@ -262,8 +363,10 @@ class CascadePolicy:
         attempt.filter_fell_back = filtered.fell_back
         attempt.n_tokens = filtered.n_total
         attempt.n_scored_tokens = len(filtered.tokens)
-        attempt.raw_signals = values.raw
-        attempt.signals = values.score
+        attempt.raw_signals = values.raw | attempt.raw_signals
+        attempt.signals = values.score | attempt.signals
+        if tier.method in NO_LOGPROB_METHODS:
+            return
         attempt.score = values.score.get(tier.method)
         if tier.calibration is not None:
             attempt.confidence = tier.calibration.predict(values.raw)
@@ -275,7 +378,7 @@ class CascadePolicy:
         if policy == "fail":
             attempt.decision = "error"
             attempt.reason = f"{why} (missing_logprobs: fail)"
-            self.trace.add_attempt(attempt)
+            self._record(attempt)
             return self._fail(MissingLogprobsError(f"{attempt.model}: {why} and missing_logprobs is 'fail'",
                                                    self.trace))
         return self._judged(attempt, result, policy == "accept", f"{why} (missing_logprobs: {policy})", committed)
@@ -286,14 +389,14 @@ class CascadePolicy:
         attempt.reason = reason
         if accept:
             attempt.decision = "accept"
-            self.trace.add_attempt(attempt)
+            self._record(attempt)
             return self._finish(attempt, result, "accepted", f"{attempt.model}: {reason}")
         if committed:
             attempt.decision = "fallback"
-            self.trace.add_attempt(attempt)
+            self._record(attempt)
             return self._finish(attempt, result, "fallback", f"{attempt.model}: {reason}; already streamed live")
         attempt.decision = "escalate"
-        self.trace.add_attempt(attempt)
+        self._record(attempt)
         self.trace.reasons.append(f"{attempt.model}: {reason}")
         self._answers.append((attempt, result))
         clarify = self._clarify_call(attempt)
@@ -305,7 +408,7 @@ class CascadePolicy:
         attempt.error = describe_exception(exc)
         attempt.error_kind = kind
         attempt.status_code = status_code_of(exc)
-        self.trace.add_attempt(attempt)
+        self._record(attempt)
         settings = self.settings
         if settings.on_error == "fail":
             attempt.reason = "error (on_error: fail)"
@@ -340,6 +443,9 @@ class CascadePolicy:
             top_logprobs=self.settings.top_logprobs,
             request_id=self.trace.request_id,
         )
+        if tier.method == "consistency":
+            c = self.settings.consistency
+            call = replace(call, kind="sample", samples=c.samples, temperature=c.temperature)
         return CallTier(call)
 
     def _give_up(self, why: str) -> Action:
@@ -443,7 +549,7 @@ class CascadePolicy:
     def _clarified(self, attempt: AttemptTrace, result: TierResult) -> Action:
         attempt.decision = "accept"
         attempt.reason = "clarifying question instead of escalating"
-        self.trace.add_attempt(attempt)
+        self._record(attempt)
         source = self._answers[-1][0]
         trace = self.trace
         trace.outcome = "clarify"

@@ -63,6 +63,13 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
                 calibration_error=calibration_error,
             )
         )
+    judge = settings.self_verify.judge
+    uses_verify = any(t.method == "self_verify" for t in tiers)
+    if uses_verify and judge is not None and judge not in {t.name for t in tiers}:
+        raise ConfigError(
+            f"algorithm.confidence.self_verify.judge: {judge!r} is not one of the models "
+            f"({', '.join(t.name for t in tiers)})", source=_src(config),
+            fields=["algorithm.confidence.self_verify.judge"])
     return tiers, how
 
 
