@@ -1,0 +1,181 @@
+"""Append-only JSONL audit log of routing decisions, safe to hand to an auditor.
+
+One line per request: who handled it (route and support tier), why (trigger, reasons), on what
+evidence (confidence, thresholds and calibration versions in force, A/B arm, config hash). Prompt and
+answer text are left out unless ``include_text=True``, and secrets never reach the file: every value
+under a key that names a credential (``api_key``, ``authorization``, ``x-api-key``, ``token``, ...) and
+every string that looks like a key (``sk-...``, ``Bearer ...``) is replaced before the line is written,
+wherever it sits in the record.
+
+Each record is written with one ``os.write`` on a descriptor opened ``O_APPEND``, so lines from
+several threads (serialised by a lock) or processes never interleave, and a crash loses at most the
+line being written. ``fsync=True`` also forces each line to disk (slower; for regulated setups).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..core.trace import RequestTrace
+
+__all__ = ["AUDIT_FORMAT", "REDACTED", "ROUTE_TIERS", "AuditLog", "audit_record", "is_secret_key", "scrub"]
+
+AUDIT_FORMAT = "confidence-router/audit@1"
+REDACTED = "[REDACTED]"
+#: Support tier of each route: 1 automated, 2 human-assisted (AI draft), 3 human-primary.
+ROUTE_TIERS: dict[str, int | None] = {"automated": 1, "human_assisted": 2, "human_primary": 3, "clarify": None}
+
+# Key names (lower-cased, '-' and ' ' as '_') whose values are credentials whatever they hold.
+_SECRET_KEYS = frozenset({
+    "api_key", "apikey", "authorization", "proxy_authorization", "x_api_key", "token", "access_token",
+    "refresh_token", "id_token", "auth_token", "bearer", "secret", "client_secret", "password", "passwd",
+    "cookie", "set_cookie", "private_key", "credentials",
+})
+_SECRET_SUFFIXES = ("_api_key", "_apikey", "_token", "_secret", "_password", "_authorization", "_credentials")
+# Strings that look like credentials wherever they appear (inside reasons, notes, error messages).
+_SECRET_PATTERNS = [
+    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9][A-Za-z0-9_\-]{5,}"),  # OpenAI / Anthropic style
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"),  # GitHub tokens
+    re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}\b"),  # Slack tokens
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}\b"),  # Google API keys
+]
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a mapping key that names a credential (``max_tokens`` and ``tokens_in`` are not)."""
+    k = re.sub(r"[\s\-]+", "_", key.strip().lower())
+    return k in _SECRET_KEYS or k.endswith(_SECRET_SUFFIXES)
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with credentials replaced by ``[REDACTED]``: by key name and by shape."""
+    if isinstance(value, Mapping):
+        return {str(k): (REDACTED if is_secret_key(str(k)) and v not in (None, "") else scrub(v))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        for pattern in _SECRET_PATTERNS:
+            value = pattern.sub(REDACTED, value)
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; an auditor's parser would choke on them
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub(str(value))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def audit_record(
+    trace: RequestTrace,
+    *,
+    include_text: bool = False,
+    prompt: str | None = None,
+    answer: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The (scrubbed) audit record of one trace; text fields only with ``include_text``."""
+    record: dict[str, Any] = {
+        "format": AUDIT_FORMAT,
+        "request_id": trace.request_id,
+        "time": _iso(trace.started_at),
+        "logged_at": _iso(time.time()),
+        "route": trace.route,
+        "route_tier": ROUTE_TIERS.get(trace.route),
+        "trigger": trace.trigger,
+        "outcome": trace.outcome,
+        "confidence": trace.confidence,
+        "final_model": trace.final_model,
+        "final_tier": trace.final_tier,
+        "thresholds": dict(trace.thresholds),
+        "calibrations": dict(trace.calibrations),
+        "arm": trace.arm,
+        "config_hash": trace.config_hash,
+        "reasons": list(trace.reasons),
+        "attempts": [
+            {"tier": a.tier, "model": a.model, "purpose": getattr(a, "purpose", "answer"), "decision": a.decision,
+             "confidence": a.confidence, "threshold": a.threshold, "calibration": a.calibration,
+             "error_kind": a.error_kind}
+            for a in trace.attempts
+        ],
+        "total_cost_usd": trace.total_cost_usd,
+        "total_latency_ms": trace.total_latency_ms,
+        "metadata": dict(trace.metadata),
+    }
+    if include_text:
+        record["prompt"] = prompt
+        record["answer"] = answer if answer is not None else trace.draft
+    if extra:
+        record["extra"] = dict(extra)
+    return scrub(record)
+
+
+class AuditLog:
+    """Thread-safe append-only JSONL audit log: ``AuditLog(path).write(trace)`` per routing decision."""
+
+    def __init__(self, path: str | os.PathLike[str], *, include_text: bool = False, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.include_text = include_text
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0o600: the log names requests, models and (optionally) text; it is not for every local user.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(
+        self,
+        trace: RequestTrace,
+        *,
+        prompt: str | None = None,
+        answer: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append one line for ``trace`` and return the record written (already scrubbed)."""
+        record = audit_record(trace, include_text=self.include_text, prompt=prompt, answer=answer, extra=extra)
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"audit log {self.path} is closed")
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (rare on regular files); never drop the tail
+                view = view[os.write(self._fd, view):]
+            if self.fsync:
+                os.fsync(self._fd)
+        return record
+
+    def reopen(self) -> None:
+        """Reopen the path, e.g. after logrotate renamed the file (call it from a SIGHUP handler)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._open()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
