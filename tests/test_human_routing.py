@@ -203,3 +203,27 @@ def test_trace_is_json_with_route_fields() -> None:
     data = json.loads(done.trace.model_dump_json())
     assert data["route"] == "human_assisted" and data["trigger"] == "no_confident_model"
     assert data["thresholds"]["small"] == 0.7
+
+
+def test_store_and_audit_log_record_every_request_including_failures(tmp_path: Path) -> None:
+    from langchain_confidence_router.core import AllTiersFailedError
+    from langchain_confidence_router.human import open_store
+
+    human = {**HUMAN, "store": str(tmp_path / "reviews.db"), "audit_log": str(tmp_path / "audit.jsonl"),
+             "spot_check_rate": 0.0}
+    c = cascade(human)
+    done, _ = run(c, "what is 2+2", {"small": 0.6, "large": 0.65})  # handed off
+    done2, _ = run(c, "what is 3+3", {"small": 0.99, "large": 0.99})  # automated
+
+    def failing(tc: TierCall) -> TierResult:
+        raise ConnectionError("down")
+
+    with pytest.raises(AllTiersFailedError) as info:
+        c.run(failing, request_text="secret question sk-test-123456")
+    store = open_store(str(tmp_path / "reviews.db"))
+    assert {i.request_id for i in store.pending(10)} == {done.trace.request_id}
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == [done.trace.request_id, done2.trace.request_id,
+                                                      info.value.trace.request_id]
+    text = (tmp_path / "audit.jsonl").read_text()
+    assert "what is 2+2" not in text and "sk-test-123456" not in text

@@ -9,14 +9,16 @@ interrupted safely from outside).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RouterConfig, parse_config
-from .policy import CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
+from .policy import CallTier, CascadePolicy, Fail, Finish, Observer, TierCall, TierResult
 from .tiers import Tier, build_tiers
+from .trace import RequestTrace
 
 CallFn = Callable[[TierCall], TierResult]
 AsyncCallFn = Callable[[TierCall], Awaitable[TierResult]]
@@ -75,6 +77,7 @@ class Cascade:
     tiers: list[Tier]
     order_note: str
     config_hash: str
+    observers: list[Observer] = field(default_factory=list)
 
     @classmethod
     def from_config(cls, config: RouterConfig | Mapping[str, Any] | str, names: Sequence[str] | None = None
@@ -85,7 +88,11 @@ class Cascade:
             config = load_config(config)
         cfg = parse_config(config) if not isinstance(config, RouterConfig) else config
         tiers, note = build_tiers(cfg, names)
-        return cls(cfg, tiers, note, cfg.config_hash())
+        return cls(cfg, tiers, note, cfg.config_hash(), observers_from_config(cfg))
+
+    def add_observer(self, observer: Observer) -> None:
+        """Call ``observer(trace, request_text, answer_text)`` when each request ends."""
+        self.observers.append(observer)
 
     def policy(
         self,
@@ -112,6 +119,7 @@ class Cascade:
             conversation=conversation,
             user=user,
             clarify_count=clarify_count,
+            observers=self.observers,
         )
 
     def run(self, call_fn: CallFn, **policy_kwargs: Any) -> Finish:
@@ -119,3 +127,33 @@ class Cascade:
 
     async def arun(self, call_fn: AsyncCallFn, **policy_kwargs: Any) -> Finish:
         return await arun_policy(self.policy(**policy_kwargs), call_fn)
+
+
+def observers_from_config(config: RouterConfig) -> list[Observer]:
+    """The review store and audit log a ``human:`` section asks for (opened once per cascade)."""
+    human = config.human
+    if human is None or not human.enabled:
+        return []
+    observers: list[Observer] = []
+    if human.store:
+        from ..human.store import open_store  # optional extra: SQLAlchemy
+
+        target = human.store if "://" in human.store else str(config.resolve_path(human.store))
+        store = open_store(target)
+        rate, store_text = human.spot_check_rate, human.store_text
+
+        def record(trace: RequestTrace, request_text: str, answer_text: str | None) -> None:
+            spot = trace.route == "automated" and rate > 0 and random.random() < rate
+            store.record(trace, store_text=store_text, spot_check=spot)
+
+        observers.append(record)
+    if human.audit_log:
+        from ..human.audit import AuditLog
+
+        audit = AuditLog(config.resolve_path(human.audit_log), include_text=human.store_text)
+
+        def write(trace: RequestTrace, request_text: str, answer_text: str | None) -> None:
+            audit.write(trace, prompt=request_text or None, answer=answer_text)
+
+        observers.append(write)
+    return observers

@@ -156,6 +156,10 @@ class HumanSettings(_Strict):
     handoff_reply: str = Field("Thanks, a member of our team will follow up on this shortly.",
                                description="reply text when no AI answer goes out (LiteLLM adapter)")
     store_text: bool = Field(False, description="keep prompt and draft text in traces, queue and audit log")
+    store: str | None = Field(None, description="review queue: a SQLite file path or a postgresql:// URL")
+    spot_check_rate: float = Field(0.02, ge=0.0, le=1.0,
+                                   description="share of automated answers also queued for review")
+    audit_log: str | None = Field(None, description="JSONL file: one line per routing decision")
 
 
 # ------------------------------------------------------------------------------------------ triggers

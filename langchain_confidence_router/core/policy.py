@@ -8,8 +8,9 @@ can never differ between LangChain and LiteLLM.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +41,11 @@ from .signals import SignalParams, compute_signals
 from .tiers import Tier
 from .tokens import TokenLogprobs, normalize_logprobs
 from .trace import AttemptTrace, RequestTrace
+
+logger = logging.getLogger("langchain_confidence_router")
+
+#: Called once per request when it ends (answer, handoff or error): (trace, request text, answer text).
+Observer = Callable[[RequestTrace, str, str | None], None]
 
 SKIPPABLE_KINDS = frozenset({"timeout", "connection", "rate_limit", "server", "bad_response", "empty"})
 
@@ -146,6 +152,7 @@ class CascadePolicy:
         user: str | None = None,
         clarify_count: int | None = None,
         clarify_ledger: ClarifyLedger = CLARIFY_LEDGER,
+        observers: Sequence[Observer] = (),
     ) -> None:
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
@@ -156,6 +163,8 @@ class CascadePolicy:
         self.conversation = conversation
         self.user = user
         self._ledger = clarify_ledger
+        self._observers = tuple(observers)
+        self._final_text: str | None = None
         self._clarify_count = clarify_count
         self._clarifying = False
         self._pre = PreCallDecision()
@@ -476,6 +485,7 @@ class CascadePolicy:
         trace.reasons.append(reason)
         if self.human is not None:
             self._route(attempt, result, outcome)
+        self._final_text = result.text
         self._close()
         return Finish(result, attempt, trace)
 
@@ -560,6 +570,7 @@ class CascadePolicy:
         trace.confidence = source.confidence
         trace.reasons.append(f"{source.model}: confidence {source.confidence:.3f} in the clarify band; asked instead")
         self._ledger.add(self.conversation)
+        self._final_text = result.text
         self._close()
         return Finish(result, attempt, trace)
 
@@ -572,6 +583,11 @@ class CascadePolicy:
     def _close(self) -> None:
         self._done = True
         self.trace.total_latency_ms = (time.perf_counter() - self._t0) * 1000.0
+        for observer in self._observers:
+            try:
+                observer(self.trace, self.request_text, self._final_text)
+            except Exception:  # recording must never break a request; the failure is logged
+                logger.exception("trace observer %r failed for request %s", observer, self.trace.request_id)
 
     @property
     def done(self) -> bool:
