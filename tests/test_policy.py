@@ -233,3 +233,22 @@ def test_classify_error() -> None:
     assert classify_error(HTTPError(422)) == "client"
     assert classify_error(ValueError("bug")) == "other"
     assert classify_error(json.JSONDecodeError("x", "", 0)) == "bad_response"
+
+
+def test_committed_stream_with_bad_logprobs_stands_and_notes_the_error() -> None:
+    c = cascade()
+    policy = c.policy()
+    action = policy.start()
+    action = policy.on_result(action.call, answer(UNSURE, "s"))
+    action = policy.on_result(action.call, answer(UNSURE, "m"))
+    assert isinstance(action, CallTier) and action.call.final
+    bad = answer({"content": [{"token": "a", "logprob": float("nan")}]}, "streamed")
+    action = policy.on_result(action.call, bad, committed=True)
+    assert isinstance(action, Finish) and action.result.text == "streamed"
+    assert action.attempt.decision == "fallback" and action.attempt.error_kind == "bad_response"
+
+
+def test_stream_cut_half_way_is_a_connection_error() -> None:
+    import httpx
+
+    assert classify_error(httpx.RemoteProtocolError("peer closed connection")) == "connection"

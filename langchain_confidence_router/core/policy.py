@@ -127,8 +127,8 @@ def classify_error(exc: BaseException) -> str:
         return "server"
     if code is not None and 400 <= code < 500:
         return "client"
-    if isinstance(exc, ConnectionError) or "connect" in name:
-        return "connection"
+    if isinstance(exc, ConnectionError) or any(w in name for w in ("connect", "protocol", "incomplete", "readerror")):
+        return "connection"  # refused, reset, or a stream cut half way (httpx.RemoteProtocolError)
     if "json" in name or "decode" in name or "validation" in name or "parse" in name:
         return "bad_response"
     return "other"
@@ -215,11 +215,11 @@ class CascadePolicy:
                 return self._failed(call, attempt, EmptyAnswerError("no sample had a readable answer"))
             result = picked
         if not result.text.strip() and not result.tool_calls:
-            return self._failed(call, attempt, EmptyAnswerError("the answer is empty"))
+            return self._failed(call, attempt, EmptyAnswerError("the answer is empty"), committed, result)
         try:
             tokens = normalize_logprobs(result.logprobs)
         except LogprobError as exc:
-            return self._failed(call, attempt, exc)
+            return self._failed(call, attempt, exc, committed, result)
         attempt.has_logprobs = tokens is not None and len(tokens) > 0
         is_tool_call = bool(result.tool_calls) and not result.text.strip()
         attempt.tool_call = is_tool_call
@@ -308,6 +308,7 @@ class CascadePolicy:
             self._record(judge)
             return self._missing(answer_attempt, answer_result, f"the judge failed ({judge.error})", committed)
         confidence, how = verify_confidence(result.text, result.logprobs)
+        judge.decision = "accept"
         judge.reason = f"judge replied {result.text.strip()[:40]!r}; read as {how}"
         judge.raw_signals = {"self_verify": confidence}
         self._record(judge)
@@ -411,12 +412,19 @@ class CascadePolicy:
         clarify = self._clarify_call(attempt)
         return clarify if clarify is not None else self._next_action()
 
-    def _failed(self, call: TierCall, attempt: AttemptTrace, exc: BaseException) -> Action:
+    def _failed(self, call: TierCall, attempt: AttemptTrace, exc: BaseException, committed: bool = False,
+                result: TierResult | None = None) -> Action:
         kind = classify_error(exc)
-        attempt.decision = "error"
         attempt.error = describe_exception(exc)
         attempt.error_kind = kind
         attempt.status_code = status_code_of(exc)
+        if committed and result is not None:
+            # the tokens already reached the user: nothing else can follow them, so this answer stands
+            attempt.decision = "fallback"
+            attempt.reason = f"{kind} after streaming live; the streamed answer stands"
+            self._record(attempt)
+            return self._finish(attempt, result, "fallback", f"{attempt.model}: {attempt.reason}: {attempt.error}")
+        attempt.decision = "error"
         self._record(attempt)
         settings = self.settings
         if settings.on_error == "fail":
