@@ -265,7 +265,7 @@ def test_self_verify_tier_asks_a_judge_inside_its_attempt(server: ScriptedOpenAI
     assert attempt.extra["metadata"]["confidence_router_decision"] == "accept"
     hard = router.invoke(HARD)
     assert [(a.model, a.decision) for a in trace_of(hard).attempts] == [
-        ("nolp", "escalate"), ("nolp", None), ("large", "accept")]
+        ("nolp", "escalate"), ("nolp", "accept"), ("large", "accept")]
 
 
 async def test_consistency_tier_votes_over_samples(server: ScriptedOpenAIServer) -> None:
