@@ -13,6 +13,7 @@ which is the only place usage is reported (DESIGN 5).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from ..core import (
     parse_config,
 )
 from ..core.errors import describe_exception
+from ..core.human import conversation_key
 from ._messages import (
     TRACE_KEY,
     answer_message,
@@ -71,6 +73,8 @@ from .callbacks import ATTEMPT_EVENT, TRACE_EVENT, annotate_run
 
 #: Tag LangGraph's ``stream_mode="messages"`` uses to skip a chat model run's tokens.
 NOSTREAM_TAG = "nostream"
+logger = logging.getLogger("langchain_confidence_router")
+
 #: Prefix of the metadata keys the router writes on its runs (see docs/langchain.md).
 META = "confidence_router_"
 
@@ -138,6 +142,7 @@ class ConfidenceRouter(BaseChatModel):
     timeout: float | None = Field(None, description="per-attempt timeout, overrides limits.attempt_timeout_s")
     max_retries: int | None = Field(None, description="accepted for compatibility; tiers keep their own retries")
     streaming: bool = Field(False, description="stream the final tier even on invoke (for streaming callbacks)")
+    on_handoff: Any = Field(None, exclude=True, description="callable(trace, message) for answers routed to a person")
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -280,10 +285,13 @@ class ConfidenceRouter(BaseChatModel):
         human: dict[str, Any] = {}
         if self.config.human is not None:  # triggers read the request; clarify/A-B are keyed per conversation
             metadata = config.get("metadata") or {}
+            user = metadata.get("user_id")
+            first_user = next((str(m.content) for m in messages if m.type == "human"), "")
             human = {"request_text": _last_user_text(messages),
                      "conversation": metadata.get("conversation_id")
-                     or (config.get("configurable") or {}).get("thread_id"),
-                     "user": metadata.get("user_id")}
+                     or (config.get("configurable") or {}).get("thread_id")
+                     or conversation_key(first_user, user),
+                     "user": user}
         return self._cascade.policy(request_id=str(run_id), thresholds=value or None,
                                     metadata={"langchain_run_id": str(run_id)}, **human)
 
@@ -527,6 +535,11 @@ class ConfidenceRouter(BaseChatModel):
         else:
             message = answer_message(finish.result, trace)
         req.output = message
+        if finish.trace.route != "automated" and self.on_handoff is not None:
+            try:  # the answer must still reach the caller if the hand-off hook fails
+                self.on_handoff(finish.trace, message)
+            except Exception:
+                logger.exception("on_handoff failed for request %s", finish.trace.request_id)
         return message
 
     def _request_annotation(self, req: _Request) -> dict[str, Any]:
