@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -36,12 +37,16 @@ _SIZE_UNITS = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 def parse_size(size: str | float | int) -> float:
     """Parameter count from ``"7b"``, ``"1.5B"``, ``"135m"``, ``"8x7b"`` (experts multiply) or a number."""
     if isinstance(size, int | float) and not isinstance(size, bool):
-        return float(size)
-    match = _SIZE_RE.match(str(size))
-    if not match:
-        raise ValueError(f"size {size!r} is not like '7b', '135m', '1.5b' or '8x7b'")
-    experts, number, unit = match.groups()
-    return (int(experts) if experts else 1) * float(number) * _SIZE_UNITS[unit.lower()]
+        value = float(size)
+    else:
+        match = _SIZE_RE.match(str(size))
+        if not match:
+            raise ValueError(f"size {size!r} is not like '7b', '135m', '1.5b' or '8x7b'")
+        experts, number, unit = match.groups()
+        value = (int(experts) if experts else 1) * float(number) * _SIZE_UNITS[unit.lower()]
+    if not 0.0 < value < math.inf:  # also NaN: the orders sort and take logarithms of sizes
+        raise ValueError(f"size {size!r} is not a positive, finite parameter count")
+    return value
 
 
 class _Strict(BaseModel):
@@ -243,6 +248,8 @@ def load_config(path: str | Path) -> RouterConfig:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"not valid YAML{where}: {problem}", source=str(p)) from None
+    except RecursionError:  # PyYAML's parser recurses once per nesting level
+        raise ConfigError("not valid YAML: nested too deeply", source=str(p)) from None
     return parse_config(data, p)
 
 

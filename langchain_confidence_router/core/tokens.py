@@ -112,15 +112,16 @@ def normalize_logprobs(obj: Any) -> TokenLogprobs | None:
         return obj
     try:
         entries = _entries(obj, "")
+        if entries is None:
+            return None
+        if isinstance(entries, _Legacy):
+            return entries.to_token_logprobs()
+        return _from_entries(entries)
     except LogprobError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        # the legacy shape and odd entries are read with plain Python: any surprise is malformed input
         raise LogprobError(f"unreadable logprobs ({type(exc).__name__}: {exc})") from exc
-    if entries is None:
-        return None
-    if isinstance(entries, _Legacy):
-        return entries.to_token_logprobs()
-    return _from_entries(entries)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _from_entries(entries: list[Any]) -> TokenLogprobs:
         tops = [e.get("top_logprobs") or () for e in entries]
         counts = [len(t) for t in tops]
         flat = [t["logprob"] for row in tops for t in row]
-        tokens = tuple(e.get("token") or "" for e in entries)
+        tokens = tuple(t if isinstance(t := e.get("token"), str) else "" for e in entries)
     except (TypeError, KeyError, AttributeError):
         return _from_entries_slow(entries)
     return _assemble(tokens, lp, counts, flat)
@@ -284,15 +285,23 @@ def _from_entries_slow(entries: list[Any]) -> TokenLogprobs:
 
 def _assemble(tokens: tuple[str, ...], lp: list[Any], counts: list[int], flat: list[Any]) -> TokenLogprobs:
     n = len(lp)
-    lp_arr = _checked(_as_float_array(lp, "content[].logprob"), "logprob")
+    lp_arr = _checked(_scalars(lp, n, "content[].logprob"), "logprob")
     counts_arr = np.asarray(counts, dtype=np.int64)
     k = int(counts_arr.max()) if n else 0
     top = np.full((n, k), _NEG_INF)
     if flat:
-        flat_arr = _as_float_array(flat, "content[].top_logprobs[].logprob")
+        flat_arr = _scalars(flat, len(flat), "content[].top_logprobs[].logprob")
         top[np.arange(k)[None, :] < counts_arr[:, None]] = flat_arr
         top = _checked(top, "top_logprobs")
     return TokenLogprobs(tokens, lp_arr, top, counts_arr)
+
+
+def _scalars(values: list[Any], n: int, path: str) -> np.ndarray:
+    """One number per entry: a list (or other nested value) in place of a logprob is malformed."""
+    arr = _as_float_array(values, path)
+    if arr.shape != (n,):
+        raise LogprobError("each logprob must be a single number", path)
+    return arr
 
 
 def _as_float_array(values: Any, path: str) -> np.ndarray:
