@@ -19,8 +19,19 @@ from .runs import (
 )
 
 _CONVERTER_NAMES = ("CONVERTERS", "PRICES", "Price", "convert", "cost_usd")
+#: Tuning and evaluation names, imported on first use so reading runs stays light.
+_LAZY = {
+    "fit_calibration": "calibrate", "predict_array": "calibrate", "score_array": "calibrate",
+    "auroc": "metrics", "ece": "metrics", "brier": "metrics", "reliability_bins": "metrics",
+    "RunMatrix": "matrix", "build_matrix": "matrix", "load_runs": "matrix",
+    "replay_config": "replay", "replay_tiers": "replay", "replay_with_policy": "replay", "ReplayOutcome": "replay",
+    "tune": "tune", "write_tuned_config": "tune", "TuneResult": "tune", "TuneError": "tune",
+    "evaluate_config": "evaluate", "EVALUATE_KEYS": "evaluate",
+    "write_report": "report", "make_runs": "synthetic",
+}
 
 __all__ = [
+    *_LAZY,
     "CONVERTERS",
     "PRICES",
     "Price",
@@ -43,4 +54,8 @@ def __getattr__(name: str) -> Any:
         from . import converters
 
         return getattr(converters, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

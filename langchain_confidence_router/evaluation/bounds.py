@@ -1,0 +1,208 @@
+"""Finite-sample bounds and p-values behind the tuner's guarantee, in plain numpy (no scipy).
+
+* Binomial tail, Clopper-Pearson bounds and the exact binomial p-value for "error rate <= alpha"
+  (a Bernoulli loss: the returned answer is wrong or not).
+* Hoeffding-Bentkus p-value (Bates et al. 2021, "Distribution-free, risk-controlling prediction
+  sets"), valid for any loss in [0, 1]; weaker than the exact binomial one for 0/1 losses.
+* A paired test for "accuracy drop versus the largest model <= eps": per item the difference
+  D = 1{cascade wrong} - 1{largest wrong} is -1, 0 or +1. Most items have D = 0 (the cascade
+  escalated to the largest model, or both are right or both wrong), so a paired test is far
+  tighter than bounding the two accuracies separately. The statistic is studentised by the
+  number of discordant items; its exact null tail is a sum of binomial tails, and the nuisance
+  (the discordance rate pi) is handled with the Berger-Boos construction: the largest tail over a
+  1 - gamma confidence interval of pi, plus gamma.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "binom_cdf",
+    "binomial_pvalue",
+    "clopper_pearson",
+    "clopper_pearson_lower",
+    "clopper_pearson_upper",
+    "hoeffding_bentkus_pvalue",
+    "paired_drop_pvalue",
+    "paired_drop_ucb",
+    "trinomial_sum_cdf",
+]
+
+
+@lru_cache(maxsize=8)
+def _log_factorials(n: int) -> np.ndarray:
+    return np.concatenate(([0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=float)))))
+
+
+def _binom_logpmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
+    lf = _log_factorials(max(n, 1))
+    k = np.asarray(k, dtype=np.int64)
+    out = lf[n] - lf[k] - lf[n - k]
+    if p <= 0.0:
+        return np.where(k == 0, 0.0, -np.inf)
+    if p >= 1.0:
+        return np.where(k == n, 0.0, -np.inf)
+    return out + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) <= k), summed exactly in log space (so tails far below 1e-16 stay exact)."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    logs = _binom_logpmf(np.arange(0, k + 1), n, p)
+    m = float(logs.max())
+    if m == -math.inf:
+        return 0.0
+    return float(min(1.0, math.exp(m) * np.exp(logs - m).sum()))
+
+
+def _bisect(f: object, lo: float, hi: float, iters: int = 64) -> float:
+    """Root of a decreasing function ``f`` (f(lo) >= 0 >= f(hi)) by bisection."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:  # type: ignore[operator]
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+@lru_cache(maxsize=4096)
+def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
+    """One-sided 1 - alpha upper bound of a binomial proportion (= Beta(k+1, n-k).ppf(1-alpha))."""
+    if n <= 0 or k >= n:
+        return 1.0
+    return _bisect(lambda p: binom_cdf(k, n, p) - alpha, 0.0, 1.0, iters=48)
+
+
+def clopper_pearson_lower(k: int, n: int, alpha: float) -> float:
+    """One-sided 1 - alpha lower bound (= Beta(k, n-k+1).ppf(alpha))."""
+    if n <= 0 or k <= 0:
+        return 0.0
+    return 1.0 - clopper_pearson_upper(n - k, n, alpha)
+
+
+def clopper_pearson(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """Two-sided 1 - alpha interval (alpha/2 in each tail)."""
+    return clopper_pearson_lower(k, n, alpha / 2), clopper_pearson_upper(k, n, alpha / 2)
+
+
+def binomial_pvalue(n_errors: int, n: int, alpha: float) -> float:
+    """p-value of H0 "error rate > alpha" given ``n_errors`` in ``n``: P(Binomial(n, alpha) <= n_errors).
+
+    Exact for 0/1 losses; rejecting at level delta is the same as the Clopper-Pearson upper bound
+    at level delta being <= alpha.
+    """
+    if n <= 0:
+        return 1.0
+    if alpha >= 1.0:
+        return 0.0
+    return binom_cdf(int(n_errors), n, max(alpha, 0.0))
+
+
+def hoeffding_bentkus_pvalue(mean_loss: float, n: int, alpha: float) -> float:
+    """Hoeffding-Bentkus p-value of H0 "mean loss > alpha" for losses in [0, 1]."""
+    if n <= 0:
+        return 1.0
+    if alpha >= 1.0:
+        return 0.0
+    a = min(mean_loss, alpha)
+    if alpha <= 0.0:
+        return 1.0
+    h = a * math.log(a / alpha) if a > 0 else 0.0
+    h += (1 - a) * math.log((1 - a) / (1 - alpha)) if a < 1 else 0.0
+    hoeffding = math.exp(-n * h)
+    bentkus = math.e * binom_cdf(math.ceil(n * mean_loss), n, alpha)
+    return float(min(1.0, hoeffding, bentkus))
+
+
+def trinomial_sum_cdf(t: int, n: int, p_plus: float, p_minus: float) -> float:
+    """P(sum of n iid D <= t) where D = +1 w.p. p_plus, -1 w.p. p_minus, else 0 (exact, via FFT)."""
+    if t >= n:
+        return 1.0
+    if t < -n:
+        return 0.0
+    size = 2 * n + 1
+    w = 2.0 * np.pi * np.arange(size) / size
+    phi = (1.0 - p_plus - p_minus) + p_plus * np.exp(1j * w) + p_minus * np.exp(-1j * w)
+    pmf = np.real(np.fft.fft(phi**n)) / size  # fft (not ifft): index m holds P(sum = m mod size)
+    values = np.arange(-n, t + 1)
+    total = float(np.clip(pmf[values % size], 0.0, None).sum())
+    return min(1.0, total)
+
+
+def _studentised_tail(n: int, pi: float, eps: float, z: float) -> float:
+    """P(Z <= z) for Z = (n_plus - n_minus - n*eps) / sqrt(n_plus + n_minus + 1) when
+    P(D = +1) = (pi + eps) / 2 and P(D = -1) = (pi - eps) / 2 (exact up to tails below 1e-30).
+
+    Given N = n_plus + n_minus ~ Binomial(n, pi), n_plus ~ Binomial(N, q) with q = (pi + eps) / (2 pi),
+    and Z <= z exactly when n_plus <= floor((z * sqrt(N + 1) + N + n * eps) / 2).
+    """
+    if pi <= 0.0:
+        return 1.0 if -n * eps <= z else 0.0
+    q = min(max((pi + eps) / (2.0 * pi), 0.0), 1.0)
+    sd = math.sqrt(n * pi * (1.0 - pi))
+    lo_n = max(0, math.floor(n * pi - 12.0 * sd - 3))
+    hi_n = min(n, math.ceil(n * pi + 12.0 * sd + 3))
+    ns = np.arange(lo_n, hi_n + 1)
+    weights = np.exp(_binom_logpmf(ns, n, pi))
+    k = np.floor((z * np.sqrt(ns + 1.0) + ns + n * eps) / 2.0).astype(np.int64)
+    cdf = np.where(k >= ns, 1.0, 0.0)
+    inner = (k >= 0) & (k < ns)
+    if inner.any() and 0.0 < q < 1.0:
+        n_in, k_in = ns[inner], k[inner]
+        spread = 12.0 * np.sqrt(n_in * q * (1.0 - q)) + 3.0
+        a_lo = np.maximum(0, np.floor(n_in * q - spread)).astype(np.int64)
+        a_lo = np.minimum(a_lo, k_in)
+        width = int((k_in - a_lo).max()) + 1
+        a = a_lo[:, None] + np.arange(width)[None, :]
+        valid = a <= k_in[:, None]
+        a = np.where(valid, a, 0)
+        lf = _log_factorials(max(n, 1))
+        rest = n_in[:, None] - a
+        logp = lf[n_in][:, None] - lf[a] - lf[rest] + a * math.log(q) + rest * math.log1p(-q)
+        cdf[inner] = np.minimum(1.0, np.where(valid, np.exp(logp), 0.0).sum(axis=1))
+    elif inner.any():
+        cdf[inner] = 1.0 if q <= 0.0 else 0.0
+    return float(min(1.0, np.sum(weights * cdf)))
+
+
+def paired_drop_pvalue(n: int, n_plus: int, n_minus: int, eps: float, *, gamma: float | None = None,
+                       grid: int = 16, level: float = 0.05) -> float:
+    """p-value of H0 "E[D] > eps", D = 1{cascade wrong} - 1{reference wrong}, from paired counts.
+
+    ``n_plus``: items the cascade gets wrong and the reference right; ``n_minus``: the reverse.
+    The statistic is studentised, Z = (n_plus - n_minus - n * eps) / sqrt(n_plus + n_minus + 1), so
+    its null distribution barely depends on the discordance rate pi = P(D != 0); pi is a nuisance
+    handled by Berger & Boos (1994): the largest exact tail P(Z <= z_obs) over a grid of pi in its
+    1 - gamma Clopper-Pearson interval, plus gamma. ``gamma`` defaults to ``level / 20``.
+    """
+    if n <= 0:
+        return 1.0
+    g = level / 20.0 if gamma is None else gamma
+    discordant = n_plus + n_minus
+    lo, hi = clopper_pearson(discordant, n, g)
+    lo = max(lo, abs(eps))
+    if hi < lo:  # no discordance rate in the interval is compatible with the null
+        return min(1.0, g)
+    z = (n_plus - n_minus - n * eps) / math.sqrt(discordant + 1.0)
+    worst = 0.0
+    for pi in np.unique(np.concatenate((np.linspace(lo, hi, grid), [lo, hi]))):
+        worst = max(worst, _studentised_tail(n, float(pi), eps, z))
+    return float(min(1.0, worst + g))
+
+
+def paired_drop_ucb(n: int, n_plus: int, n_minus: int, level: float) -> float:
+    """Upper 1 - level confidence bound of E[D]: the smallest eps the paired test rejects at ``level``."""
+    if n <= 0:
+        return 1.0
+    if paired_drop_pvalue(n, n_plus, n_minus, 1.0, level=level) > level:
+        return 1.0
+    return _bisect(lambda e: paired_drop_pvalue(n, n_plus, n_minus, e, level=level) - level, -1.0, 1.0,
+                   iters=30)

@@ -1,0 +1,251 @@
+"""Replay a cascade offline on recorded runs, with the live router's decision semantics.
+
+Two replays that must agree (tests assert it):
+
+* :func:`replay_arrays` / :func:`replay_tiers`: vectorised numpy over all items at once, used by
+  tuning, evaluation and benchmarks (thousands of configurations per second).
+* :func:`replay_with_policy`: drives the real :class:`~langchain_confidence_router.core.CascadePolicy`
+  item by item, feeding it each recorded answer, as the adapters do with live answers.
+
+Semantics mirrored from the policy: confidence = calibration(raw signals) if the tier has a
+calibration, else the tier method's 0..1 score; ``confidence >= threshold`` accepts; a missing
+confidence follows ``missing_logprobs`` (escalate / accept / fail); ``max_attempts`` and
+``cost_budget_usd`` stop the cascade early; past the last tier ``final_fallback`` returns the most
+confident answer (``best``; ties and missing confidences favour the later tier) or the ``last``.
+The cost of a request is the sum over every tier it called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.config import ConfidenceSettings, RouterConfig
+from ..core.engine import Cascade
+from ..core.errors import CascadeError, ConfigError
+from ..core.policy import CallTier, CascadePolicy, Finish, TierCall, TierResult
+from ..core.tiers import Tier, build_tiers
+from ..core.tokens import TokenLogprobs
+from .calibrate import predict_array, score_array
+from .matrix import RunMatrix
+from .runs import RecordedRuns
+
+__all__ = [
+    "ReplayOutcome",
+    "replay_arrays",
+    "replay_config",
+    "replay_tiers",
+    "replay_with_policy",
+    "tier_confidence",
+]
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """Per item: which tier answered (-1: none), how many tiers were called, total cost, right or wrong,
+    whether the request failed and whether its answer was accepted (False: a final_fallback answer)."""
+
+    served: np.ndarray
+    calls: np.ndarray
+    cost: np.ndarray
+    correct: np.ndarray
+    failed: np.ndarray
+    accepted: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if self.correct.size else float("nan")
+
+    @property
+    def mean_cost(self) -> float:
+        return float(self.cost.mean()) if self.cost.size else float("nan")
+
+
+def tier_confidence(tier: Tier, raw: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """The confidence the policy would compare with the tier's threshold, for every item (NaN = none).
+
+    An answer with no signal at all had no logprobs: the policy treats it as missing before any
+    calibration, so even a combiner (which imputes missing inputs) gives NaN there.
+    """
+    if tier.calibration is not None:
+        cal = tier.calibration
+        inputs = {s: raw[s] for s in cal.inputs if s in raw}
+        if cal.method != "combiner" and str(cal.signal) not in inputs:
+            return np.full(n, np.nan)
+        if cal.method == "combiner" and not inputs:
+            inputs = {cal.signals[0]: np.full(n, np.nan)}
+        prob = predict_array(cal, inputs)
+        if cal.method == "combiner":
+            present = np.zeros(n, dtype=bool)
+            for values in raw.values():
+                present |= ~np.isnan(values)
+            prob = np.where(present, prob, np.nan)
+        return prob
+    if tier.method not in raw:
+        return np.full(n, np.nan)
+    return score_array(tier.method, raw[tier.method])
+
+
+def replay_arrays(
+    conf: np.ndarray,
+    thresholds: Sequence[float],
+    correct: np.ndarray,
+    cost: np.ndarray,
+    *,
+    missing_logprobs: str = "escalate",
+    final_fallback: str = "best",
+    max_attempts: int | None = None,
+    cost_budget_usd: float | None = None,
+) -> ReplayOutcome:
+    """Vectorised cascade over ``(n, L)`` arrays whose columns are the tiers in escalation order."""
+    conf = np.asarray(conf, dtype=float)
+    n, n_tiers = conf.shape
+    done = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
+    stopped = np.zeros(n, dtype=bool)
+    served = np.full(n, -1, dtype=np.int64)
+    calls = np.zeros(n, dtype=np.int64)
+    spent = np.zeros(n)
+    best_conf = np.full(n, -np.inf)
+    best_idx = np.full(n, -1, dtype=np.int64)
+    for k in range(n_tiers):
+        active = ~done & ~failed & ~stopped
+        if max_attempts is not None and k >= max_attempts:
+            break
+        if cost_budget_usd is not None:
+            stopped |= active & (spent >= cost_budget_usd)
+            active &= ~stopped
+        if not active.any():
+            break
+        spent[active] = spent[active] + cost[active, k]
+        calls[active] += 1
+        c = conf[:, k]
+        miss = np.isnan(c)
+        with np.errstate(invalid="ignore"):
+            passes = c >= float(thresholds[k])
+        accept = active & (miss | passes) if missing_logprobs == "accept" else active & ~miss & passes
+        fail = active & miss if missing_logprobs == "fail" else np.zeros(n, dtype=bool)
+        failed |= fail
+        served[accept] = k
+        done |= accept
+        escalate = active & ~accept & ~fail
+        effective = np.where(miss, -1.0, c)
+        update = escalate & (effective >= best_conf) if final_fallback == "best" else escalate
+        best_conf[update] = effective[update]
+        best_idx[update] = k
+    fallback = ~done & ~failed
+    has = best_idx >= 0
+    served[fallback & has] = best_idx[fallback & has]
+    failed |= fallback & ~has
+    ok = served >= 0
+    right = np.zeros(n, dtype=bool)
+    right[ok] = np.asarray(correct)[np.flatnonzero(ok), served[ok]]
+    return ReplayOutcome(served, calls, spent, right, failed, done.copy())
+
+
+def _tiers_of(config: RouterConfig | Cascade) -> tuple[list[Tier], ConfidenceSettings]:
+    if isinstance(config, Cascade):
+        return config.tiers, config.config.confidence
+    tiers, _ = build_tiers(config)
+    return tiers, config.confidence
+
+
+def replay_tiers(tiers: Sequence[Tier], settings: ConfidenceSettings, matrix: RunMatrix) -> ReplayOutcome:
+    """Replay resolved tiers (their order, methods, calibrations, thresholds) on a run matrix."""
+    sub = matrix.select([t.name for t in tiers])
+    conf = np.column_stack([tier_confidence(t, sub.raw(t.name), sub.n) for t in tiers])
+    limits = settings.limits
+    return replay_arrays(
+        conf, [t.threshold for t in tiers], sub.correct, sub.cost,
+        missing_logprobs=settings.missing_logprobs, final_fallback=settings.final_fallback,
+        max_attempts=limits.max_attempts, cost_budget_usd=limits.cost_budget_usd,
+    )
+
+
+def replay_config(config: RouterConfig | Cascade, matrix: RunMatrix) -> ReplayOutcome:
+    """Replay a configuration (its ``models:`` list resolved by the core) on a run matrix."""
+    tiers, settings = _tiers_of(config)
+    if not tiers:
+        raise ConfigError("the configuration lists no models to replay")
+    return replay_tiers(tiers, settings, matrix)
+
+
+class _RecordedSignalsPolicy(CascadePolicy):
+    """The real policy, except that answers without logprobs are scored from recorded raw signals."""
+
+    injected: dict[str, float | None] | None = None
+
+    def _score(self, attempt: Any, tier: Tier, tokens: TokenLogprobs, filter_name: str) -> None:
+        if self.injected is None:
+            super()._score(attempt, tier, tokens, filter_name)
+            return
+        from ..core.signals import score_from_raw
+
+        raw = dict(self.injected)
+        attempt.token_filter = filter_name
+        attempt.raw_signals = raw
+        attempt.signals = {k: score_from_raw(k, v) for k, v in raw.items()}
+        attempt.score = attempt.signals.get(tier.method)
+        attempt.confidence = tier.calibration.predict(raw) if tier.calibration is not None else attempt.score
+
+
+_DUMMY_LOGPROBS = [{"token": "x", "logprob": -0.1, "top_logprobs": [{"token": "x", "logprob": -0.1}]}]
+
+
+def replay_with_policy(
+    config: RouterConfig | Cascade, runs: RecordedRuns, matrix: RunMatrix, item_ids: Sequence[str] | None = None
+) -> ReplayOutcome:
+    """Drive the real :class:`CascadePolicy` once per item with the recorded answers (slow, exact).
+
+    Rows with ``logprobs`` are scored by the policy itself; rows with only recorded ``signals`` have
+    those raw values injected in place of the policy's own signal computation.
+    """
+    tiers, settings = _tiers_of(config)
+    cascade = config if isinstance(config, Cascade) else Cascade.from_config(config)
+    ids = list(item_ids) if item_ids is not None else matrix.item_ids
+    row_of = {item: i for i, item in enumerate(matrix.item_ids)}
+    col_of = {t.name: matrix.index(t.name) for t in tiers}
+    n = len(ids)
+    served = np.full(n, -1, dtype=np.int64)
+    calls = np.zeros(n, dtype=np.int64)
+    spent = np.zeros(n)
+    right = np.zeros(n, dtype=bool)
+    failed = np.zeros(n, dtype=bool)
+    accepted = np.zeros(n, dtype=bool)
+    for r, item in enumerate(ids):
+        i = row_of[item]
+        policy = _RecordedSignalsPolicy(tiers, settings, config_hash=cascade.config_hash)
+        action = policy.start()
+        while isinstance(action, CallTier):
+            call: TierCall = action.call
+            record = runs.get(item, call.tier.name)
+            if record is None:
+                raise ConfigError(f"no recorded run of {call.tier.name!r} on item {item!r}")
+            j = col_of[call.tier.name]
+            if record.logprobs:
+                policy.injected = None
+                logprobs: Any = [e.model_dump() for e in record.logprobs]
+            elif not record.signals:  # nothing recorded: the policy's own missing-logprobs path
+                policy.injected = None
+                logprobs = None
+            else:
+                policy.injected = {k: float(v[i, j]) if not np.isnan(v[i, j]) else None
+                                   for k, v in matrix.signals.items()}
+                logprobs = _DUMMY_LOGPROBS
+            result = TierResult(text="answer", logprobs=logprobs, cost_usd=float(matrix.cost[i, j]),
+                                tokens_in=record.tokens_in, tokens_out=record.tokens_out)
+            action = policy.on_result(call, result, 0.0)
+        trace = policy.trace
+        calls[r] = len(trace.attempts)
+        spent[r] = trace.total_cost_usd
+        if isinstance(action, Finish):
+            served[r] = action.attempt.tier
+            right[r] = bool(matrix.correct[i, col_of[action.attempt.model]])
+            accepted[r] = action.attempt.decision == "accept"
+        else:
+            assert isinstance(action.error, CascadeError)
+            failed[r] = True
+    return ReplayOutcome(served, calls, spent, right, failed, accepted)
