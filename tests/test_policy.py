@@ -252,3 +252,16 @@ def test_stream_cut_half_way_is_a_connection_error() -> None:
     import httpx
 
     assert classify_error(httpx.RemoteProtocolError("peer closed connection")) == "connection"
+
+
+def test_stream_accumulator_counts_tokens_without_usage() -> None:
+    from langchain_confidence_router.core import StreamAccumulator
+
+    acc = StreamAccumulator()
+    acc.add("", None)
+    acc.add("Par", [{"token": "Par", "logprob": -0.1}])
+    acc.add("is", [{"token": "is", "logprob": -0.2}])
+    result = acc.result()
+    assert result.text == "Paris" and result.tokens_out == 2 and result.streamed and result.ttft_ms is not None
+    acc.add(None, None, tokens_out=7)
+    assert acc.result().tokens_out == 7  # real usage wins

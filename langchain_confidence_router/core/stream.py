@@ -56,11 +56,16 @@ class StreamAccumulator:
         return "".join(self.text_parts)
 
     def result(self, raw: Any = None, cost_usd: float | None = None) -> TierResult:
+        """The streamed answer. Without usage (llama.cpp streams none) output tokens are counted from
+        the logprob entries, one per token, so the attempt can still be priced."""
+        tokens_out = self.tokens_out
+        if tokens_out is None and self.saw_logprobs:
+            tokens_out = len(self.logprob_entries)
         return TierResult(
             text=self.text,
             logprobs={"content": self.logprob_entries} if self.saw_logprobs else None,
             tokens_in=self.tokens_in,
-            tokens_out=self.tokens_out,
+            tokens_out=tokens_out,
             cost_usd=cost_usd if cost_usd is not None else self.cost_usd,
             raw=raw,
             tool_calls=self.tool_calls or None,
