@@ -120,7 +120,8 @@ class FakeOpenAIServer:
             app.router.add_post("/v1/chat/completions", self._chat)
             app.router.add_post("/chat/completions", self._chat)
             app.router.add_get("/v1/models", self._models)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # shutdown_timeout: stop() must not wait for handlers still sleeping in a [fault=timeout]
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, backlog=2048, reuse_address=True)
             loop.run_until_complete(site.start())
