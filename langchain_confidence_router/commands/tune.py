@@ -23,8 +23,10 @@ from ..core.errors import ConfigError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="fit per-model thresholds on labelled runs, with a guarantee",
                        description="Tune a cascade on recorded runs (Learn-then-Test, fixed-sequence testing).")
-    p.add_argument("--runs", action="append", required=True, metavar="FILE",
+    p.add_argument("--runs", action="append", metavar="FILE",
                    help="recorded runs (JSONL or JSONL.gz); repeat for several files")
+    p.add_argument("--labels", metavar="FILE", help="reviewers' labels (`confidence-router review export`): "
+                   "refit each model's calibration from them, keeping the chain and thresholds (needs --config)")
     p.add_argument("--config", help="base configuration (settings, candidate models, prices)")
     p.add_argument("--out", required=True, help="tuned configuration to write (YAML)")
     p.add_argument("--models", help="candidate models in escalation order, comma-separated "
@@ -54,6 +56,10 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.labels:
+        return _recalibrate(args)
+    if not args.runs:
+        raise ConfigError("tune needs --runs (recorded runs) or --labels (review labels)")
     from ..evaluation.matrix import build_matrix, load_runs
     from ..evaluation.tune import tune, write_tuned_config
 
@@ -92,4 +98,18 @@ def run(args: argparse.Namespace) -> int:
           f"{(exp['savings'] or 0) * 100:.1f}%")
     if not result.models:
         raise ConfigError("tuning produced no chain")
+    return 0
+
+
+def _recalibrate(args: argparse.Namespace) -> int:
+    from ..evaluation.recalibrate import recalibrate_from_labels
+
+    if not args.config:
+        raise ConfigError("tune --labels needs --config: the configuration whose calibrations to refit")
+    method = (args.calibrate or "platt").split(",")[0]
+    summaries = recalibrate_from_labels(args.labels, load_config(args.config), args.out,
+                                        method="platt" if method == "none" else method)
+    print(f"wrote {args.out}")
+    for s in summaries:
+        print(f"  {s.model}: {s.note} ({s.n} labels, signal {s.signal})" + (f" -> {s.path}" if s.path else ""))
     return 0
