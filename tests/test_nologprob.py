@@ -27,7 +27,8 @@ def test_p_yes_from_judge_logprobs() -> None:
 
 
 @pytest.mark.parametrize(("text", "expected", "how"), [
-    ("yes", 1.0, "text"), ("No.", 0.0, "text"), ("0.85", 0.85, "number"), ("I'd say 70%", 0.7, "number"),
+    ("yes", 1.0, "text"), ("No.", 0.0, "text"), ("0.85", 0.85, "number"), ("70%", 0.7, "number"),
+    ("Confidence: 0.6", 0.6, "number"), ("the answer is 42", None, "unreadable"),
     ("maybe", None, "unreadable"), ("", None, "unreadable")])
 def test_verify_without_logprobs_parses_the_reply(text: str, expected: float | None, how: str) -> None:
     value, read_as = verify_confidence(text, None)

@@ -29,6 +29,9 @@ VERIFY_PROMPT = (
 )
 _YES = frozenset({"yes", "y", "true", "correct"})
 _NO = frozenset({"no", "n", "false", "incorrect", "wrong"})
+_BARE_NUMBER_RE = re.compile(
+    r"^\s*(?:(?:probability|confidence|p)\s*[:=]?\s*)?(?P<value>\d+(?:\.\d+)?|\.\d+)\s*(?P<percent>%)?\s*\.?\s*$",
+    re.IGNORECASE)
 _NUMBER_RE = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 _CHOICE_RE = re.compile(r"(?:answer(?: is)?|option|choice)?\s*[:(\[]?\s*\b([A-J])\b[)\].:]?", re.IGNORECASE)
 
@@ -61,10 +64,10 @@ def verify_confidence(text: str, logprobs: Any) -> tuple[float | None, str]:
         p = None
     if p is not None:
         return p, "logprobs"
-    number = _NUMBER_RE.search(text or "")
-    if number:
-        value = float(number.group().replace(",", ""))
-        if "%" in text[number.end() : number.end() + 2] or value > 1.0:
+    number = _BARE_NUMBER_RE.match(text or "")
+    if number:  # only a reply that is just a number or a percentage: "the answer is 42" is no probability
+        value = float(number.group("value"))
+        if number.group("percent") or value > 1.0:
             value /= 100.0
         if 0.0 <= value <= 1.0:
             return value, "number"

@@ -187,7 +187,7 @@ def _derive_hybrid(signals: dict[str, np.ndarray], params: SignalParams) -> None
 
 def runtime_signals(available: Sequence[str]) -> list[str]:
     """The signals among ``available`` that the router computes at run time (so can be tuned on)."""
-    return [s for s in LOGPROB_SIGNALS if s in available]
+    return [s for s in (*LOGPROB_SIGNALS, "self_verify", "consistency") if s in available]
 
 
 

@@ -542,10 +542,13 @@ def tune(
     names = candidate_models(matrix, base, models)
     sub = matrix.select(names)
     sigs = list(signals) if signals else _default_signals(sub, names)
-    unknown = [s for s in sigs if s not in LOGPROB_SIGNALS]
+    # self_verify / consistency only when asked for: they cost extra calls that a recorded answer's
+    # cost_usd does not include unless the collector added them
+    tunable = (*LOGPROB_SIGNALS, "self_verify", "consistency")
+    unknown = [s for s in sigs if s not in tunable]
     if unknown:
         raise TuneError(f"signal(s) {unknown} are not computed by the router at run time; "
-                        f"choose from {', '.join(LOGPROB_SIGNALS)}")
+                        f"choose from {', '.join(tunable)}")
     absent = [s for s in sigs if s not in sub.signals]
     if absent:
         raise TuneError(f"signal(s) {absent} are not in the recorded runs (recorded: {', '.join(sub.signals)})")
