@@ -1,0 +1,241 @@
+"""Streaming a cascade: gated tiers are called whole, only the final tier streams live.
+
+A tier whose answer may still be rejected is called with ``stream=False``, so none of its tokens
+can reach the user; an accepted early answer goes out as one chunk. The final tier (``TierCall.final``)
+streams live and reports ``committed=True``. Its logprobs are accumulated from the chunks with the
+core :class:`StreamAccumulator` (``litellm.stream_chunk_builder`` drops them).
+
+:class:`StreamSession` holds the bookkeeping without doing I/O, so the sync and async drivers are
+a few lines each. The last content chunk is held back until the tier's stream ends, so it can carry
+the finish reason and the summed usage (LiteLLM's stream wrapper only reads usage from a chunk with
+content); nothing the user sees is delayed by more than one chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_confidence_router.core import (
+    CallTier,
+    CascadePolicy,
+    Fail,
+    Finish,
+    StreamAccumulator,
+    TierCall,
+    TierResult,
+)
+
+from .calls import RequestContext, acall_tier, attempt_cost, call_tier, chunk_parts, chunk_usage, new_response_id
+from .output import TRACE_KEY
+
+Action = CallTier | Finish | Fail
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+@dataclass
+class StreamSession:
+    """Sans-I/O state of one streamed cascade request."""
+
+    ctx: RequestContext
+    policy: CascadePolicy
+    settle: Callable[[Action], None] = lambda action: None
+    response_id: str = field(default_factory=new_response_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+    sent: bool = False
+    trace_dump: dict[str, Any] | None = None
+    _acc: StreamAccumulator | None = None
+    _held: Any = None
+    _finish_reason: str | None = None
+    _cost: float | None = None
+    _live_result: TierResult | None = None
+    _t0: float = 0.0
+
+    def live(self, call: TierCall) -> bool:
+        """Stream this call live? Only the final tier's answer (or clarifying question), never sampled or
+        judged calls, and never in guardrail mode (a low-confidence answer must still fail over)."""
+        return call.final and self.ctx.options.mode == "cascade" and getattr(call, "kind", "answer") in (
+            "answer", "clarify")
+
+    # ------------------------------------------------------------------ live final tier
+
+    def begin(self) -> None:
+        self._acc = StreamAccumulator()
+        self._held = None
+        self._finish_reason = None
+        self._cost = None
+        self._t0 = time.perf_counter()
+
+    def on_chunk(self, chunk: Any) -> Any | None:
+        """Record one tier chunk; return the chunk to send on now, if any."""
+        assert self._acc is not None
+        text, entries, tools, finish_reason = chunk_parts(chunk)
+        tokens_in, tokens_out, cost = chunk_usage(chunk)
+        self._acc.add(text or None, entries, tokens_in=tokens_in, tokens_out=tokens_out)
+        for tool in tools or ():
+            self._acc.add(tool_call=tool)
+        if finish_reason:
+            self._finish_reason = finish_reason
+        if cost is not None:
+            self._cost = cost
+        if not text and not tools:
+            return None
+        out, self._held = self._held, chunk
+        if out is None:
+            return None
+        self.sent = True
+        return self._relabel(out)
+
+    def on_end(self, call: TierCall) -> Action:
+        assert self._acc is not None
+        result = self._acc.result()  # counts output tokens from logprob entries when the stream had no usage
+        result.cost_usd = attempt_cost(self._cost, call.tier, result.tokens_in, result.tokens_out)
+        self._live_result = result
+        return self.policy.on_result(call, result, _ms(self._t0), committed=self.sent)
+
+    def on_error(self, call: TierCall, exc: BaseException) -> Action:
+        action = self.policy.on_error(call, exc, _ms(self._t0))
+        if self.sent:  # half an answer reached the user: nothing else can be sent after it
+            raise exc
+        self._held = None
+        return action
+
+    # ------------------------------------------------------------------ the end
+
+    def final_chunks(self, finish: Finish) -> list[Any]:
+        """The chunk(s) that end the stream: the held live chunk, or a whole earlier answer."""
+        trace = finish.trace
+        usage = _usage(trace.tokens_in, trace.tokens_out)
+        if finish.result is None:  # handed to a person before any model answered
+            chunk = self._text_chunk(self.ctx.handoff_reply())
+        elif finish.result is self._live_result and self._held is not None:
+            chunk = self._relabel(self._held)
+            choice = chunk.choices[0]
+            choice.finish_reason = self._finish_reason or "stop"
+        else:
+            chunk = self._whole(finish.result)
+        chunk.usage = usage
+        chunk._hidden_params = {**(getattr(chunk, "_hidden_params", None) or {}),
+                                TRACE_KEY: self.trace_dump or trace.model_dump(mode="json")}
+        self.sent = True
+        return [chunk]
+
+    def _relabel(self, chunk: Any) -> Any:
+        chunk.id = self.response_id
+        if not self.ctx.caller_logprobs:
+            for choice in chunk.choices or ():
+                choice.logprobs = None
+        if getattr(chunk, "usage", None) is not None:
+            chunk.usage = None
+        return chunk
+
+    def _text_chunk(self, text: str) -> Any:
+        from litellm.types.utils import ModelResponseStream
+
+        return ModelResponseStream(id=self.response_id, created=self.created, model=self.ctx.group, choices=[
+            {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}])
+
+    def _whole(self, result: TierResult) -> Any:
+        from litellm.types.utils import ModelResponseStream
+
+        raw = result.raw
+        choice = raw.choices[0] if raw is not None and getattr(raw, "choices", None) else None
+        message = getattr(choice, "message", None)
+        delta: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+        tool_calls = getattr(message, "tool_calls", None)
+        if tool_calls:
+            delta["tool_calls"] = [
+                {"index": i, "id": tc.id, "type": "function",
+                 "function": {"name": tc.function.name, "arguments": tc.function.arguments}}
+                for i, tc in enumerate(tool_calls)
+            ]
+        logprobs = getattr(choice, "logprobs", None) if self.ctx.caller_logprobs else None
+        streaming_choice: dict[str, Any] = {"index": 0, "delta": delta,
+                                            "finish_reason": getattr(choice, "finish_reason", None) or "stop"}
+        if logprobs is not None:
+            streaming_choice["logprobs"] = logprobs if isinstance(logprobs, dict) else logprobs.model_dump()
+        return ModelResponseStream(id=self.response_id, created=self.created,
+                                   model=getattr(raw, "model", None) or self.ctx.group, choices=[streaming_choice])
+
+
+def _usage(tokens_in: int, tokens_out: int) -> Any:
+    from litellm.types.utils import Usage
+
+    return Usage(prompt_tokens=tokens_in, completion_tokens=tokens_out, total_tokens=tokens_in + tokens_out)
+
+
+# ---------------------------------------------------------------------------- drivers
+
+
+async def astream(session: StreamSession) -> AsyncIterator[Any]:
+    """Drive a streamed cascade with the Router's async API.
+
+    ``session.settle`` sees the final action before the last chunk goes out: it bills and records a
+    Finish and raises for a Fail.
+    """
+    ctx, policy = session.ctx, session.policy
+    action: Action = policy.start()
+    while isinstance(action, CallTier):
+        call = action.call
+        if not session.live(call):
+            t0 = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(acall_tier(ctx, call), call.timeout_s)
+            except Exception as exc:
+                action = policy.on_error(call, exc, _ms(t0))
+                continue
+            action = policy.on_result(call, result, _ms(t0))
+            continue
+        session.begin()
+        try:
+            stream = await asyncio.wait_for(ctx.router.acompletion(**ctx.tier_kwargs(call, stream=True)),
+                                            call.timeout_s)
+            async for chunk in stream:
+                out = session.on_chunk(chunk)
+                if out is not None:
+                    yield out
+        except Exception as exc:
+            action = session.on_error(call, exc)
+            continue
+        action = session.on_end(call)
+    session.settle(action)
+    if isinstance(action, Finish):
+        for chunk in session.final_chunks(action):
+            yield chunk
+
+
+def stream(session: StreamSession) -> Iterator[Any]:
+    """The same as :func:`astream` with the Router's blocking API."""
+    ctx, policy = session.ctx, session.policy
+    action: Action = policy.start()
+    while isinstance(action, CallTier):
+        call = action.call
+        if not session.live(call):
+            t0 = time.perf_counter()
+            try:
+                result = call_tier(ctx, call)
+            except Exception as exc:
+                action = policy.on_error(call, exc, _ms(t0))
+                continue
+            action = policy.on_result(call, result, _ms(t0))
+            continue
+        session.begin()
+        try:
+            for chunk in ctx.router.completion(**ctx.tier_kwargs(call, stream=True)):
+                out = session.on_chunk(chunk)
+                if out is not None:
+                    yield out
+        except Exception as exc:
+            action = session.on_error(call, exc)
+            continue
+        action = session.on_end(call)
+    session.settle(action)
+    if isinstance(action, Finish):
+        for chunk in session.final_chunks(action):
+            yield chunk
