@@ -256,6 +256,16 @@ def _from_entries(entries: list[Any]) -> TokenLogprobs:
         flat = [t["logprob"] for row in tops for t in row]
         tokens = tuple(t if isinstance(t := e.get("token"), str) else "" for e in entries)
     except (TypeError, KeyError, AttributeError):
+        pass
+    else:
+        return _assemble(tokens, lp, counts, flat)
+    try:  # fast path for objects: litellm / openai pydantic entries
+        lp = [e.logprob for e in entries]
+        tops = [e.top_logprobs or () for e in entries]
+        counts = [len(t) for t in tops]
+        flat = [t.logprob for row in tops for t in row]
+        tokens = tuple(t if isinstance(t := e.token, str) else "" for e in entries)
+    except (TypeError, AttributeError):
         return _from_entries_slow(entries)
     return _assemble(tokens, lp, counts, flat)
 
