@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,18 @@ NEAR_REAL = st.one_of(
                        st.none() | st.lists(ENTRY, max_size=2)), max_size=4),
     st.builds(lambda e: {"response_metadata": {"logprobs": {"content": e}}}, st.lists(ENTRY, max_size=3)),
 )
-PAYLOADS = NEAR_REAL | VALUES
+
+
+def as_objects(value: Any) -> Any:
+    """The same payload as attribute objects (how the openai and litellm clients hand logprobs over)."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{str(k): as_objects(v) for k, v in value.items() if str(k).isidentifier()})
+    if isinstance(value, list):
+        return [as_objects(v) for v in value]
+    return value
+
+
+PAYLOADS = NEAR_REAL | VALUES | st.builds(as_objects, NEAR_REAL)
 
 
 def _well_formed(tokens: TokenLogprobs) -> None:

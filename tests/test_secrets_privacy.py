@@ -59,6 +59,16 @@ def server() -> Iterator[FakeOpenAIServer]:
         yield srv
 
 
+@pytest.fixture
+def debug_logs(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """Every logger at DEBUG into caplog; LiteLLM's own stderr handlers stay quiet (records still propagate)."""
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        for handler in logging.getLogger(name).handlers:
+            monkeypatch.setattr(handler, "level", logging.WARNING)
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
 def human(folder: Path, store_text: bool) -> dict[str, Any]:
     return {"enabled": True, "store_text": store_text, "audit_log": str(folder / "audit.jsonl"),
             "store": str(folder / "store.db"), "spot_check_rate": 1.0}
@@ -124,13 +134,14 @@ def prompts_for(secret_marker: str) -> list[str]:
 
 @pytest.mark.parametrize("store_text", [False, True])
 def test_langchain_keys_never_and_text_only_when_enabled(server: FakeOpenAIServer, tmp_path: Path, store_text: bool,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+                                                         debug_logs: pytest.LogCaptureFixture) -> None:
+    caplog = debug_logs
     secret_marker = marker()
     router = langchain_router(server, tmp_path, store_text)
     traces = run_langchain(router, prompts_for(secret_marker))
     assert len(traces) == 10 and {t["outcome"] for t in traces} >= {"accepted", "fallback", "error"}
     assert any(t["route"] == "human_primary" for t in traces)  # the no-confident-model handoff has a draft
+    assert any(r.name.startswith(("openai", "httpx", "httpcore")) for r in caplog.records)  # DEBUG was captured
     written = everything_written(tmp_path, traces, caplog)
     for place, text in written.items():
         assert SECRET not in text, f"the API key reached the {place}"
@@ -211,13 +222,14 @@ async def run_litellm(router: litellm.Router, group: str, prompts: list[str]) ->
 @pytest.mark.parametrize("store_text", [False, True])
 async def test_litellm_keys_never_and_text_only_when_enabled(litellm_setup: tuple[litellm.Router, dict[bool, Path]],
                                                              store_text: bool,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
+                                                             debug_logs: pytest.LogCaptureFixture) -> None:
+    caplog = debug_logs
     router, folders = litellm_setup
     secret_marker = marker()
     traces = await run_litellm(router, f"priv-cascade-{store_text}", prompts_for(secret_marker))
     outcomes = {t.get("outcome") for t in traces if isinstance(t, dict)}
     assert {"accepted", "fallback", "error"} <= outcomes, outcomes
+    assert any(r.name.startswith("LiteLLM") and r.levelno == logging.DEBUG for r in caplog.records)
     written = everything_written(folders[store_text], traces, caplog)
     for place, text in written.items():
         assert SECRET not in text, f"the API key reached the {place}"
