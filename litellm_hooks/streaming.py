@@ -100,11 +100,10 @@ class StreamSession:
         return self.policy.on_result(call, result, _ms(self._t0), committed=self.sent)
 
     def on_error(self, call: TierCall, exc: BaseException) -> Action:
-        action = self.policy.on_error(call, exc, _ms(self._t0))
-        if self.sent:  # half an answer reached the user: nothing else can be sent after it
-            raise exc
+        """A failed live tier. Once part of its answer was sent the policy fails the request (with the
+        trace), since nothing else can follow it; before that, the next step is the policy's as usual."""
         self._held = None
-        return action
+        return self.policy.on_error(call, exc, _ms(self._t0), committed=self.sent)
 
     # ------------------------------------------------------------------ the end
 

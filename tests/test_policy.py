@@ -12,6 +12,7 @@ from langchain_confidence_router.core import (
     AllTiersFailedError,
     CallTier,
     Cascade,
+    Fail,
     Finish,
     MissingLogprobsError,
     TierCall,
@@ -246,6 +247,32 @@ def test_committed_stream_with_bad_logprobs_stands_and_notes_the_error() -> None
     action = policy.on_result(action.call, bad, committed=True)
     assert isinstance(action, Finish) and action.result.text == "streamed"
     assert action.attempt.decision == "fallback" and action.attempt.error_kind == "bad_response"
+
+
+@pytest.mark.parametrize("on_error", ["skip", "fail"])
+def test_a_stream_broken_after_tokens_went_out_fails_the_request(on_error: str) -> None:
+    """Under skip too: an earlier answer cannot follow tokens the caller already has."""
+    import httpx
+
+    policy = cascade(on_error=on_error).policy()
+    action = policy.on_result(policy.start().call, answer(UNSURE, "s"))
+    action = policy.on_result(action.call, answer(UNSURE, "m"))
+    assert isinstance(action, CallTier) and action.call.final
+    action = policy.on_error(action.call, httpx.RemoteProtocolError("peer closed connection"), 12.0, committed=True)
+    assert isinstance(action, Fail) and action.error.trace is policy.trace
+    last = policy.trace.attempts[-1]
+    assert (last.decision, last.error_kind, last.streamed) == ("error", "connection", True)
+    assert policy.trace.outcome == "error" and "started streaming" in policy.trace.reasons[-1]
+
+
+def test_a_stream_broken_before_any_token_went_out_falls_back_under_skip() -> None:
+    import httpx
+
+    policy = cascade().policy()
+    action = policy.on_result(policy.start().call, answer(UNSURE, "s"))
+    action = policy.on_result(action.call, answer(UNSURE, "m"))
+    action = policy.on_error(action.call, httpx.RemoteProtocolError("peer closed connection"), committed=False)
+    assert isinstance(action, Finish) and action.trace.outcome == "fallback"
 
 
 def test_stream_cut_half_way_is_a_connection_error() -> None:

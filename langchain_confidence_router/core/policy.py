@@ -324,8 +324,14 @@ class CascadePolicy:
             self._recorded.add(id(attempt))
             self.trace.add_attempt(attempt)
 
-    def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None) -> Action:
+    def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None, *,
+                 committed: bool = False) -> Action:
+        """Record a failed call. ``committed`` means part of its answer already reached the user (a live
+        stream cut half way): no other answer can follow those tokens, so the request fails, whatever
+        ``on_error`` says, and the trace says so."""
         attempt = self._attempt(call, latency_ms, None)
+        if committed:
+            return self._broken_stream(call, attempt, exc)
         if call.kind == "verify":
             return self._verified(call, None, latency_ms, error=exc)
         if call.kind == "clarify":  # no question could be written: carry on escalating
@@ -335,6 +341,17 @@ class CascadePolicy:
             self._record(attempt)
             return self._next_action()
         return self._failed(call, attempt, exc)
+
+    def _broken_stream(self, call: TierCall, attempt: AttemptTrace, exc: BaseException) -> Action:
+        attempt.decision = "error"
+        attempt.error = describe_exception(exc)
+        attempt.error_kind = classify_error(exc)
+        attempt.status_code = status_code_of(exc)
+        attempt.streamed = True
+        attempt.reason = "failed after its answer had started streaming; nothing else can follow it"
+        self._record(attempt)
+        return self._fail(TierCallError(f"{call.tier.name} failed after its answer had started streaming: "
+                                        f"{attempt.error}", self.trace, cause=exc, status_code=attempt.status_code))
 
     # ---------------------------------------------------------------- internals
 

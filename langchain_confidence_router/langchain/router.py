@@ -661,7 +661,7 @@ class ConfidenceRouter(BaseChatModel):
                     yield out
             result = live.result()
         except Exception as exc:
-            action = req.policy.on_error(call, exc, _ms(att.t0))
+            action = req.policy.on_error(call, exc, _ms(att.t0), committed=live.visible)
             self._close_attempt(req, att, action, exc)
             live.failed(exc)
             return action
@@ -707,7 +707,7 @@ class ConfidenceRouter(BaseChatModel):
                         yield out
                 result = live.result()
             except Exception as exc:
-                action = req.policy.on_error(call, exc, _ms(att.t0))
+                action = req.policy.on_error(call, exc, _ms(att.t0), committed=live.visible)
                 await self._aclose_attempt(req, att, action, exc)
                 live.failed(exc)
                 continue
