@@ -6,7 +6,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (imported before any test: see below)
 import pytest
+
+# hypothesis's pytest plugin imports hypothesis at the end of a session that did not; after some of the
+# LangChain tests, CPython 3.11.7 then fails to compile it ("AST constructor recursion depth mismatch").
 
 # Offline: without this every litellm import spends seconds trying to fetch the cost map.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

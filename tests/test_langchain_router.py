@@ -496,3 +496,19 @@ def test_legacy_generate_nests_the_request_under_its_llm_run(router: ConfidenceR
     (root,) = collector.traced_runs
     assert root.run_type == "llm" and [r.name for r in root.child_runs] == ["ConfidenceRouter"]
     assert [r.name for r in root.child_runs[0].child_runs] == ["small", "large"]
+
+
+def test_the_attempt_timeout_goes_per_request_only_to_clients_that_take_it() -> None:
+    """langchain-openai tiers get ``timeout=`` per call (through bindings and structured output); a tier
+    with its own timeout keeps it; other chat models never get an unknown keyword."""
+    from langchain_confidence_router.langchain._tiers import takes_request_timeout
+
+    class Answer(BaseModel):
+        value: int
+
+    plain = ChatOpenAI(model="m", api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    assert takes_request_timeout(plain)
+    assert takes_request_timeout(plain.bind_tools([get_weather]))
+    assert takes_request_timeout(plain.with_structured_output(Answer, method="json_schema"))
+    assert not takes_request_timeout(plain.model_copy(update={"request_timeout": 30.0}))
+    assert not takes_request_timeout(GenericFakeChatModel(messages=iter(["hi"])))

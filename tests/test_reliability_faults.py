@@ -112,17 +112,9 @@ STREAMED_FINAL_TIER: dict[str, Row] = {
 TABLES = {"first": FIRST_TIER, "final": STREAMED_FINAL_TIER}
 
 #: (adapter, position, fault, on_error or "*") -> why the defined outcome is not met today (xfail in the matrix).
-KNOWN_GAPS: dict[tuple[str, str, str, str], str] = {
-    ("langchain", "final", "timeout", "*"): (
-        "ConfidenceRouter.astream does not bound the live final tier by attempt_timeout_s "
-        "(router._astream_body iterates model.astream without a timeout): it waits for the upstream"),
-}
+KNOWN_GAPS: dict[tuple[str, str, str, str], str] = {}
 #: Gaps shown in the tables whose strict-xfail tests are the dedicated ones below: (adapter, position, fault).
-SYNC_TIMEOUT_GAP = (
-    "the sync LangChain paths do not pass limits.attempt_timeout_s to the tier models (langchain/_tiers.py sets "
-    "no timeout field), so a tier without its own timeout waits as long as the upstream")
 OTHER_GAPS: dict[tuple[str, str, str], tuple[str, str]] = {
-    ("langchain", "first", "timeout"): ("LangChain, sync `invoke`/`stream`", SYNC_TIMEOUT_GAP),
 }
 
 
@@ -398,7 +390,6 @@ async def test_fault_on_the_final_tier_while_streaming(adapter: str, fault: str,
 # ---------------------------------------------------------------------------- the blocking APIs and timeouts
 
 
-@pytest.mark.xfail(strict=True, reason=SYNC_TIMEOUT_GAP)
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "stream"])
 def test_langchain_blocking_calls_are_bounded_by_the_attempt_timeout(server: FakeOpenAIServer, stream: bool) -> None:
     models = {name: ChatOpenAI(model=name, base_url=server.base_url, api_key="sk-test", max_retries=0)

@@ -161,9 +161,6 @@ def _check_text(written: dict[str, str], secret_marker: str, store_text: bool) -
         assert secret_marker not in written["traces"]  # the trace keeps the draft, never the prompt
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an upstream error message is copied verbatim into attempts[].error and reasons (core/errors.py "
-    "describe_exception); a server that quotes the caller's key puts it in the trace (the audit log scrubs it)"))
 def test_an_upstream_error_that_quotes_the_key_does_not_put_it_in_the_trace(server: FakeOpenAIServer,
                                                                              tmp_path: Path) -> None:
     router = langchain_router(server, tmp_path, False)
@@ -234,3 +231,14 @@ async def test_litellm_keys_never_and_text_only_when_enabled(litellm_setup: tupl
     for place, text in written.items():
         assert SECRET not in text, f"the API key reached the {place}"
     _check_text(written, secret_marker, store_text)
+
+
+async def test_a_litellm_upstream_error_that_quotes_the_key_does_not_put_it_in_the_trace(
+        litellm_setup: tuple[litellm.Router, dict[bool, Path]]) -> None:
+    router, folders = litellm_setup
+    traces = await run_litellm(router, "priv-cascade-False", ["Hi [echo-key]"])
+    dumped = [t for t in traces if isinstance(t, dict) and t.get("attempts")]
+    assert dumped and all(t["outcome"] == "error" for t in dumped), traces
+    assert any("API key" in str(a.get("error")) for t in dumped for a in t["attempts"]), dumped
+    assert SECRET not in json.dumps(traces, default=str)  # the raised error's message included
+    assert SECRET not in (folders[False] / "audit.jsonl").read_text(encoding="utf-8")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .redact import redact_text
+
 if TYPE_CHECKING:
     from .trace import RequestTrace
 
@@ -67,8 +69,9 @@ class MissingLogprobsError(CascadeError):
 
 
 def describe_exception(exc: BaseException) -> str:
-    """One line naming the exception type and its message, for traces."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """One line naming the exception type and its message, for traces; credentials in it are redacted
+    (a gateway may quote the caller's key in its error)."""
+    text = redact_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -25,38 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..core.redact import REDACTED, is_secret_key, redact_text
 from ..core.trace import RequestTrace
 
 __all__ = ["AUDIT_FORMAT", "REDACTED", "ROUTE_TIERS", "AuditLog", "audit_record", "is_secret_key", "scrub"]
 
 AUDIT_FORMAT = "confidence-router/audit@1"
-REDACTED = "[REDACTED]"
 #: Support tier of each route: 1 automated, 2 human-assisted (AI draft), 3 human-primary.
 ROUTE_TIERS: dict[str, int | None] = {"automated": 1, "human_assisted": 2, "human_primary": 3, "clarify": None}
-
-# Key names (lower-cased, '-' and ' ' as '_') whose values are credentials whatever they hold.
-_SECRET_KEYS = frozenset({
-    "api_key", "apikey", "authorization", "proxy_authorization", "x_api_key", "token", "access_token",
-    "refresh_token", "id_token", "auth_token", "bearer", "secret", "client_secret", "password", "passwd",
-    "cookie", "set_cookie", "private_key", "credentials",
-})
-_SECRET_SUFFIXES = ("_api_key", "_apikey", "_token", "_secret", "_password", "_authorization", "_credentials")
-# Strings that look like credentials wherever they appear (inside reasons, notes, error messages).
-_SECRET_PATTERNS = [
-    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9][A-Za-z0-9_\-]{5,}"),  # OpenAI / Anthropic style
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key id
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}\b"),  # GitHub tokens
-    re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}\b"),  # Slack tokens
-    re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}\b"),  # Google API keys
-]
-
-
-def is_secret_key(key: str) -> bool:
-    """True for a mapping key that names a credential (``max_tokens`` and ``tokens_in`` are not)."""
-    k = re.sub(r"[\s\-]+", "_", key.strip().lower())
-    return k in _SECRET_KEYS or k.endswith(_SECRET_SUFFIXES)
-
 
 def scrub(value: Any) -> Any:
     """A copy of ``value`` with credentials replaced by ``[REDACTED]``: by key name and by shape."""
@@ -66,9 +41,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [scrub(v) for v in value]
     if isinstance(value, str):
-        for pattern in _SECRET_PATTERNS:
-            value = pattern.sub(REDACTED, value)
-        return value
+        return redact_text(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN/inf; an auditor's parser would choke on them
     if value is None or isinstance(value, bool | int | float):

@@ -118,3 +118,32 @@ def apply_binding(model: Any, name: str, method: str, args: tuple[Any, ...], kwa
         except Exception:  # an exception class with another constructor: keep the original
             raise exc from None
         raise named from exc
+
+
+def takes_request_timeout(model: Any) -> bool:
+    """Whether a per-call ``timeout`` keyword reaches the HTTP request of this tier (and nowhere else).
+
+    langchain-openai's chat models (and their subclasses, e.g. DeepSeek, xAI) put call keywords into
+    the payload, and the openai client takes ``timeout`` out of it as a per-request limit. Other chat
+    models may send unknown keywords to their API, so they keep the timeout they were built with.
+    A tier with its own ``timeout`` keeps it too: its owner chose it.
+    """
+    chat = _chat_model_of(model)
+    if chat is None or getattr(chat, "request_timeout", None) is not None:
+        return False
+    try:
+        from langchain_openai.chat_models.base import BaseChatOpenAI
+    except ImportError:  # langchain-openai is an extra
+        return False
+    return isinstance(chat, BaseChatOpenAI)
+
+
+def _chat_model_of(model: Any) -> BaseChatModel | None:
+    """The chat model that receives a runnable's call keywords (through bindings and a sequence's first step)."""
+    for _ in range(8):  # bindings nest a few deep at most
+        if isinstance(model, BaseChatModel):
+            return model
+        model = getattr(model, "bound", None) or getattr(model, "first", None)
+        if model is None:
+            return None
+    return None

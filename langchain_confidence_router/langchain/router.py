@@ -68,7 +68,7 @@ from ._messages import (
     message_to_chunk,
     tier_result,
 )
-from ._tiers import Binding, TierModels, prepare_tiers, prepare_variant
+from ._tiers import Binding, TierModels, prepare_tiers, prepare_variant, takes_request_timeout
 from .callbacks import ATTEMPT_EVENT, TRACE_EVENT, annotate_run
 
 #: Tag LangGraph's ``stream_mode="messages"`` uses to skip a chat model run's tokens.
@@ -472,14 +472,21 @@ class ConfidenceRouter(BaseChatModel):
             self._variants[key] = model
         return model
 
-    def _kwargs_for(self, req: _Request, call: TierCall) -> dict[str, Any]:
-        return req.call_kwargs if _kind(call) != "verify" else {}
+    def _kwargs_for(self, req: _Request, call: TierCall, model: Any) -> dict[str, Any]:
+        kwargs = req.call_kwargs if _kind(call) != "verify" else {}
+        timeout = self._timeout(call)
+        if timeout is not None and "timeout" not in kwargs and takes_request_timeout(model):
+            return {**kwargs, "timeout": timeout}
+        return kwargs
+
+    def _timeout(self, call: TierCall) -> float | None:
+        return self.timeout if self.timeout is not None else call.timeout_s
 
     # ------------------------------------------------------------------ one non-streamed attempt
 
     def _run_attempt(self, req: _Request, call: TierCall) -> Action:
         model, messages, n = self._plan(req, call)
-        kwargs = self._kwargs_for(req, call)
+        kwargs = self._kwargs_for(req, call, model)
         att = self._open_attempt(req, call)
         try:
             if n == 1:
@@ -502,9 +509,9 @@ class ConfidenceRouter(BaseChatModel):
 
     async def _arun_attempt(self, req: _Request, call: TierCall) -> Action:
         model, messages, n = self._plan(req, call)
-        kwargs = self._kwargs_for(req, call)
+        kwargs = self._kwargs_for(req, call, model)
         att = await self._aopen_attempt(req, call)
-        timeout = self.timeout if self.timeout is not None else call.timeout_s
+        timeout = self._timeout(call)
         try:
             if n == 1:
                 output = await asyncio.wait_for(model.ainvoke(messages, att.config, **kwargs), timeout)
@@ -514,8 +521,7 @@ class ConfidenceRouter(BaseChatModel):
                 outputs = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout)
                 result = combine_samples(list(outputs))
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and not str(exc):
-                exc = TimeoutError(f"no answer within {timeout:g} s (attempt timeout)")
+            exc = _explained(exc, timeout, "no answer")
             action = req.policy.on_error(call, exc, _ms(att.t0))
             await self._aclose_attempt(req, att, action, exc)
             return action
@@ -655,7 +661,7 @@ class ConfidenceRouter(BaseChatModel):
         att = self._open_attempt(req, call)
         model, messages, _n = self._plan(req, call)
         try:
-            for chunk in model.stream(messages, att.config, **req.call_kwargs):
+            for chunk in model.stream(messages, att.config, **self._kwargs_for(req, call, model)):
                 out = live.add(chunk)
                 if out is not None:
                     yield out
@@ -700,13 +706,16 @@ class ConfidenceRouter(BaseChatModel):
             live = _LiveStream(req, call)
             att = await self._aopen_attempt(req, call)
             model, messages, _n = self._plan(req, call)
+            timeout = self._timeout(call)
             try:
-                async for chunk in model.astream(messages, att.config, **req.call_kwargs):
+                async for chunk in within(model.astream(messages, att.config, **self._kwargs_for(req, call, model)),
+                                          timeout):
                     out = live.add(chunk)
                     if out is not None:
                         yield out
                 result = live.result()
             except Exception as exc:
+                exc = _explained(exc, timeout, "no chunk")
                 action = req.policy.on_error(call, exc, _ms(att.t0), committed=live.visible)
                 await self._aclose_attempt(req, att, action, exc)
                 live.failed(exc)
@@ -892,6 +901,33 @@ class _LiveStream:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+async def within(chunks: AsyncIterator[Any], timeout: float | None) -> AsyncIterator[Any]:
+    """The chunks of a live stream, each (the first included) within ``timeout`` seconds of the last.
+
+    This is the attempt timeout of a streamed call, as LiteLLM's client applies it: a bound on the
+    wait for the first token and on every stall, not on a long answer that keeps coming.
+    """
+    iterator = aiter(chunks)
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(iterator), timeout)
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _explained(exc: Exception, timeout: float | None, what: str) -> Exception:
+    """asyncio's bare TimeoutError, with the attempt timeout that raised it."""
+    if isinstance(exc, TimeoutError) and not str(exc) and timeout is not None:
+        return TimeoutError(f"{what} within {timeout:g} s (attempt timeout)")
+    return exc
 
 
 def _kind(call: TierCall) -> str:
