@@ -913,7 +913,8 @@ async def within(chunks: AsyncIterator[Any], timeout: float | None) -> AsyncIter
     try:
         while True:
             try:
-                chunk = await asyncio.wait_for(anext(iterator), timeout)
+                async with asyncio.timeout(timeout):  # in this task (no task per chunk, context kept)
+                    chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
             yield chunk
