@@ -94,9 +94,9 @@ class RequestContext:
             params = {k: v for k, v in params.items() if k not in NOT_FOR_JUDGES}
         elif kind == "sample":  # the samples are separate calls (`n` is not honoured everywhere)
             params = {k: v for k, v in params.items() if k != "n"}
-        kwargs = copy.deepcopy(params)
+        kwargs = plain_copy(params)
         kwargs["model"] = call.tier.name
-        kwargs["messages"] = messages_for(call, copy.deepcopy(self.messages))
+        kwargs["messages"] = messages_for(call, plain_copy(self.messages))
         kwargs["logprobs"] = True
         top = max(call.top_logprobs, self.caller_top_logprobs or 0)
         if top:
@@ -178,9 +178,32 @@ def _without_reservation(auth: Any) -> Any:
     return auth
 
 
+#: Values that need no copy.
+_IMMUTABLE = (str, int, float, bool, bytes, type(None))
+#: Deeper than this, :func:`plain_copy` hands the rest to ``copy.deepcopy`` (which also handles cycles).
+_PLAIN_DEPTH = 32
+
+
+def plain_copy(value: Any, depth: int = 0) -> Any:
+    """A deep copy of request data: dicts and lists rebuilt, scalars shared, anything else deep-copied.
+
+    Messages, tools and metadata are JSON-shaped, and ``copy.deepcopy``'s general machinery (memo,
+    reductors) costs several times more than rebuilding them; objects of other types (pydantic
+    models, tuples, custom classes) and very deep nesting still go through ``copy.deepcopy``.
+    """
+    if isinstance(value, _IMMUTABLE):
+        return value
+    if depth < _PLAIN_DEPTH:
+        if type(value) is dict:
+            return {k: plain_copy(v, depth + 1) for k, v in value.items()}
+        if type(value) is list:
+            return [plain_copy(v, depth + 1) for v in value]
+    return copy.deepcopy(value)
+
+
 def _copied(value: Any) -> Any:
     try:
-        return copy.deepcopy(value)
+        return plain_copy(value)
     except Exception:  # an uncopyable live object: the tier shares it, as LiteLLM itself would
         return value
 

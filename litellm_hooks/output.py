@@ -66,7 +66,7 @@ def header_values(trace: RequestTrace, options: CascadeOptions) -> dict[str, str
     }
     if options.expose_confidence:
         headers["x-confidence-confidence"] = "none" if trace.confidence is None else f"{trace.confidence:.4f}"
-    return {k: _HEADER_UNSAFE.sub("?", v) for k, v in headers.items()}
+    return {k: v if v.isascii() and v.isprintable() else _HEADER_UNSAFE.sub("?", v) for k, v in headers.items()}
 
 
 def record_trace(metadata: Any, trace: RequestTrace, options: CascadeOptions) -> dict[str, Any]:
