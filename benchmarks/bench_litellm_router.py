@@ -214,11 +214,11 @@ def print_table(rows: list[dict[str, Any]], cpus: int) -> None:
               f"{r['cascade_p99_ms'] - r['direct_p99_ms']:>+8.1f} {r['direct_cpu_ms']:>6.2f} "
               f"{r['direct_logprobs_cpu_ms']:>6.2f} {r['floor_cpu_ms']:>6.2f} {r['cascade_cpu_ms']:>6.2f} "
               f"{r['adapter_cpu_ms']:>+6.2f} {r['errors']:>4}")
-    for r in rows:
-        best = r["direct_cpu_ms"] / (r["direct_logprobs_cpu_ms"] + r["floor_cpu_ms"])
-        print(f"{r['clients']} clients: LiteLLM's two calls (d+lp + floor) are "
-              f"{(r['direct_logprobs_cpu_ms'] + r['floor_cpu_ms']) / r['cascade_cpu_ms'] * 100:.0f}% of the cascade's "
-              f"CPU; with a zero-cost adapter the CPU-bound ratio would be at most {best:.2f}")
+    for r in rows[:1]:  # the saturated row: there the throughput ratio is the ratio of CPU per request
+        litellm_ms = r["direct_logprobs_cpu_ms"] + r["floor_cpu_ms"]
+        share = litellm_ms / r["cascade_cpu_ms"] * 100
+        print(f"{r['clients']} clients: LiteLLM's two calls (d+lp + floor) are {share:.0f}% of the cascade's CPU; "
+              f"with a zero-cost adapter the ratio would be at most {r['direct_cpu_ms'] / litellm_ms:.2f}")
     print("targets: ratio >= 0.95, added median <= 2 ms")
 
 
