@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -206,6 +207,8 @@ class ConfidenceLLM(CustomLLM):
             model_response.model = getattr(raw, "model", None) or ctx.group
             model_response.choices = list(raw.choices)
         if not ctx.caller_logprobs:
+            # shallow copies: the tier's own response (still to be logged by LiteLLM) keeps its logprobs
+            model_response.choices = [copy.copy(choice) for choice in model_response.choices]
             for choice in model_response.choices:
                 choice.logprobs = None
         fingerprint = getattr(raw, "system_fingerprint", None)

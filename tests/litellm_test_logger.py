@@ -39,6 +39,7 @@ class RecordingLogger(CustomLogger):
             "user": kwargs.get("user"),
             "prompt": str((kwargs.get("messages") or [{}])[-1].get("content", "")),
             "response_id": getattr(response_obj, "id", None),
+            "has_logprobs": bool(getattr((getattr(response_obj, "choices", None) or [None])[0], "logprobs", None)),
             "response_cost": kwargs.get("response_cost"),
             "standard_response_cost": slo.get("response_cost"),
             "user_api_key": metadata.get("user_api_key"),

@@ -207,9 +207,14 @@ async def test_tier_calls_get_fresh_kwargs_without_the_callers_identity(
     assert outer_trace["request_id"] == request_id and len(outer_trace["attempts"]) == 2
 
 
-async def test_logprobs_reach_the_caller_only_when_asked(router: litellm.Router) -> None:
+async def test_logprobs_reach_the_caller_only_when_asked(router: litellm.Router, logger: RecordingLogger) -> None:
     plain = await router.acompletion(model="smart", messages=ask("Hi"))
     assert plain.choices[0].logprobs is None
+    # ... while the tier's own response, which LiteLLM logs after the cascade returned, keeps them
+    request_id = trace_of(plain)["request_id"]
+    tier_logs = await eventually(lambda: [r for r in logger.records if r["event"] == "success" and (
+        r["confidence_router"] or {}).get("request_id") == request_id])
+    assert all(r["has_logprobs"] for r in tier_logs), tier_logs
     asked = await router.acompletion(model="smart", messages=ask("Hi"), logprobs=True, top_logprobs=2)
     content = asked.choices[0].logprobs.content
     assert content and content[0].token == "small"
