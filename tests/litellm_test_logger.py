@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
 LOG_ENV = "CONFIDENCE_TEST_LOG"
@@ -65,6 +68,24 @@ class RecordingLogger(CustomLogger):
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self._record("success", kwargs, response_obj)
+
+
+@contextmanager
+def installed_logger() -> Iterator[RecordingLogger]:
+    """A fresh RecordingLogger in ``litellm.callbacks``, taken out of every list LiteLLM copied it into.
+
+    LiteLLM promotes ``litellm.callbacks`` into its success/failure/input lists and refuses a second
+    logger of the same class while one is there; restoring ``litellm.callbacks`` alone leaves the old
+    instance behind, and the next module's logger then records nothing.
+    """
+    recording = RecordingLogger()
+    litellm.callbacks = [*litellm.callbacks, recording]
+    try:
+        yield recording
+    finally:
+        for name in ("callbacks", "input_callback", "success_callback", "failure_callback",
+                     "_async_success_callback", "_async_failure_callback", "service_callback"):
+            setattr(litellm, name, [c for c in getattr(litellm, name) if c is not recording])
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 import yaml
-from litellm_test_logger import RecordingLogger
+from litellm_test_logger import RecordingLogger, installed_logger
 
 import litellm_hooks
 from langchain_confidence_router.core import ConfigError
@@ -58,11 +58,8 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 @pytest.fixture(scope="module")
 def logger() -> Iterator[RecordingLogger]:
-    recording = RecordingLogger()
-    saved = list(litellm.callbacks)
-    litellm.callbacks = [*saved, recording]
-    yield recording
-    litellm.callbacks = saved
+    with installed_logger() as recording:
+        yield recording
 
 
 def tier(name: str, server: FakeOpenAIServer, **extra: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 from langchain_openai import ChatOpenAI
-from litellm_test_logger import RecordingLogger
+from litellm_test_logger import RecordingLogger, installed_logger
 
 import litellm_hooks
 from langchain_confidence_router.core import CascadeError, RequestTrace
@@ -186,11 +186,8 @@ def langchain_routers(server: FakeOpenAIServer, dead_url: str) -> dict[tuple[str
 
 @pytest.fixture(scope="module")
 def logger() -> Iterator[RecordingLogger]:
-    recording = RecordingLogger()
-    saved = list(litellm.callbacks)
-    litellm.callbacks = [*saved, recording]
-    yield recording
-    litellm.callbacks = saved
+    with installed_logger() as recording:
+        yield recording
 
 
 @pytest.fixture(scope="module")
