@@ -83,9 +83,10 @@ def installed_logger() -> Iterator[RecordingLogger]:
     try:
         yield recording
     finally:
-        for name in ("callbacks", "input_callback", "success_callback", "failure_callback",
-                     "_async_success_callback", "_async_failure_callback", "service_callback"):
-            setattr(litellm, name, [c for c in getattr(litellm, name) if c is not recording])
+        manager = litellm.logging_callback_manager
+        manager.remove_callback_from_all_lists(recording)  # callbacks, success and failure, sync and async
+        for rest in (litellm.input_callback, litellm.service_callback):
+            manager.remove_callback_from_list_by_object(rest, recording, require_self=False)
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
