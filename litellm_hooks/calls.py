@@ -88,11 +88,11 @@ class RequestContext:
 
     def tier_kwargs(self, call: TierCall, *, stream: bool) -> dict[str, Any]:
         """Fresh kwargs for one tier call: nothing shared with the caller's or another tier's call."""
-        kind = getattr(call, "kind", "answer")
+        purpose = call.purpose
         params = self.params
-        if kind == "verify":  # a judge answers yes or no in plain text: no tools, no schema
+        if purpose == "verify":  # a judge answers yes or no in plain text: no tools, no schema
             params = {k: v for k, v in params.items() if k not in NOT_FOR_JUDGES}
-        elif kind == "sample":  # the samples are separate calls (`n` is not honoured everywhere)
+        elif purpose == "sample":  # the samples are separate calls (`n` is not honoured everywhere)
             params = {k: v for k, v in params.items() if k != "n"}
         kwargs = plain_copy(params)
         kwargs["model"] = call.tier.name
@@ -147,11 +147,11 @@ def messages_for(call: TierCall, messages: list[Any]) -> list[Any]:
     A clarify instruction joins the leading system message (one system message suits every
     provider); a verify instruction (which quotes the proposed answer) is a new user turn.
     """
-    kind = getattr(call, "kind", "answer")
+    purpose = call.purpose
     instruction = getattr(call, "instruction", None)
-    if not instruction or kind == "answer":
+    if not instruction or purpose == "answer":
         return messages
-    if kind == "verify":
+    if purpose == "verify":
         return [*messages, {"role": "user", "content": instruction}]
     if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system" and isinstance(
             messages[0].get("content"), str):

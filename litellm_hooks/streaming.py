@@ -60,7 +60,7 @@ class StreamSession:
     def live(self, call: TierCall) -> bool:
         """Stream this call live? Only the final tier's answer (or clarifying question), never sampled or
         judged calls, and never in guardrail mode (a low-confidence answer must still fail over)."""
-        return call.final and self.ctx.options.mode == "cascade" and getattr(call, "kind", "answer") in (
+        return call.final and self.ctx.options.mode == "cascade" and call.purpose in (
             "answer", "clarify")
 
     # ------------------------------------------------------------------ live final tier

@@ -39,7 +39,7 @@ def run(c: Cascade, text: str, confs: dict[str, float], **kw: object) -> tuple[o
 
     def call(tc: TierCall) -> TierResult:
         calls.append(tc)
-        if tc.kind == "clarify":
+        if tc.purpose == "clarify":
             return TierResult(text="Which account do you mean?", tokens_in=5, tokens_out=5)
         return TierResult(text=f"answer from {tc.tier.name}", logprobs=conf(confs[tc.tier.name]))
 
@@ -127,7 +127,7 @@ def test_clarify_first_at_most_once_per_conversation() -> None:
 
         def call(tc: TierCall) -> TierResult:
             calls.append(tc)
-            if tc.kind == "clarify":
+            if tc.purpose == "clarify":
                 return TierResult(text="Which account do you mean?")
             return TierResult(text="x", logprobs=conf({"small": 0.5, "large": 0.9}[tc.tier.name]))
 
@@ -138,12 +138,12 @@ def test_clarify_first_at_most_once_per_conversation() -> None:
         return run_policy(policy, call), calls
 
     done, calls = go()
-    assert [(tc.tier.name, tc.kind) for tc in calls] == [("small", "answer"), ("large", "clarify")]
+    assert [(tc.tier.name, tc.purpose) for tc in calls] == [("small", "answer"), ("large", "clarify")]
     assert calls[1].instruction and done.result.text == "Which account do you mean?"
     assert done.trace.route == "clarify" and done.trace.outcome == "clarify"
     assert [a.purpose for a in done.trace.attempts] == ["answer", "clarify"]
     done, calls = go()  # second time in the same conversation: escalate instead
-    assert [tc.kind for tc in calls] == ["answer", "answer"] and done.trace.route == "automated"
+    assert [tc.purpose for tc in calls] == ["answer", "answer"] and done.trace.route == "automated"
 
 
 def test_conservative_fallback_when_calibration_cannot_load(tmp_path: Path) -> None:

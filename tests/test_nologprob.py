@@ -60,7 +60,7 @@ def test_self_verify_through_the_policy(judge: str, expected_model: str) -> None
 
     def call(tc: TierCall) -> TierResult:
         calls.append(tc)
-        if tc.kind == "verify":
+        if tc.purpose == "verify":
             assert tc.answer_text == "Paris" and "Paris" in (tc.instruction or "") and tc.max_tokens
             return TierResult(text=judge, logprobs=judge_logprobs(judge, 0.9, "no" if judge == "yes" else "yes"),
                               tokens_in=20, tokens_out=1, cost_usd=0.001)
@@ -77,7 +77,7 @@ def test_self_verify_through_the_policy(judge: str, expected_model: str) -> None
 
 def test_self_verify_judge_failure_follows_missing_policy() -> None:
     def call(tc: TierCall) -> TierResult:
-        if tc.kind == "verify":
+        if tc.purpose == "verify":
             raise TimeoutError("judge too slow")
         return TierResult(text="a", logprobs=SURE)
 
@@ -92,8 +92,8 @@ def test_named_judge_must_be_a_model() -> None:
     seen = []
 
     def call(tc: TierCall) -> TierResult:
-        seen.append((tc.tier.name, tc.kind))
-        return TierResult(text="yes" if tc.kind == "verify" else "ans", logprobs=SURE)
+        seen.append((tc.tier.name, tc.purpose))
+        return TierResult(text="yes" if tc.purpose == "verify" else "ans", logprobs=SURE)
 
     c.run(call)
     assert seen[:2] == [("small", "answer"), ("large", "verify")]
@@ -103,7 +103,7 @@ def test_named_judge_must_be_a_model() -> None:
     (["42", "42", "42", "41", "42"], "small", 0.8), (["1", "2", "3", "1", "4"], "large", 0.4)])
 def test_consistency_through_the_policy(texts: list[str], expected_model: str, share: float) -> None:
     def call(tc: TierCall) -> TierResult:
-        if tc.kind == "sample":
+        if tc.purpose == "sample":
             assert tc.samples == 5 and tc.temperature == 0.7
             return TierResult(text="", samples=[TierResult(text=t) for t in texts], tokens_out=10, cost_usd=0.005)
         return TierResult(text="large answer", logprobs=SURE)

@@ -1,68 +1,33 @@
-"""Two small drivers of the escalation policy, sync and async, around an adapter's call function.
+"""``Cascade``: a configuration resolved into tiers, and the two plain entry points that drive it.
 
-A driver only does I/O: it asks the policy what to do, calls the tier, times it, reports back.
-The async driver enforces the per-attempt timeout itself; a sync call function is given the
-timeout in :class:`TierCall` and must pass it to its HTTP client (a sync call cannot be
+``run_policy`` / ``arun_policy`` drive a policy with a plain call function through the one drive
+loop in :mod:`.drive`. The async one bounds each attempt by its timeout; a sync call function is given
+the timeout in :class:`TierCall` and must pass it to its HTTP client (a sync call cannot be
 interrupted safely from outside).
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import RouterConfig, parse_config
-from .policy import CallTier, CascadePolicy, Fail, Finish, Observer, TierCall, TierResult
+from .drive import AsyncCallFn, CallFn, acalls, arun, calls, finished, run
+from .policy import CascadePolicy, Finish, Observer
 from .tiers import Tier, build_tiers
 from .trace import RequestTrace
-
-CallFn = Callable[[TierCall], TierResult]
-AsyncCallFn = Callable[[TierCall], Awaitable[TierResult]]
 
 
 def run_policy(policy: CascadePolicy, call_fn: CallFn) -> Finish:
     """Drive ``policy`` to the end with a blocking call function; raise its error on failure."""
-    action = policy.start()
-    while isinstance(action, CallTier):
-        t0 = time.perf_counter()
-        try:
-            result = call_fn(action.call)
-        except Exception as exc:
-            action = policy.on_error(action.call, exc, _ms(t0))
-            continue
-        action = policy.on_result(action.call, result, _ms(t0))
-    return _finished(action)
+    return finished(run(policy, calls(call_fn)))
 
 
 async def arun_policy(policy: CascadePolicy, call_fn: AsyncCallFn) -> Finish:
     """Drive ``policy`` with an async call function, bounding each attempt by its timeout."""
-    action = policy.start()
-    while isinstance(action, CallTier):
-        call = action.call
-        t0 = time.perf_counter()
-        try:
-            result = await asyncio.wait_for(call_fn(call), call.timeout_s)
-        except Exception as exc:  # TimeoutError included: it is an upstream failure like any other
-            if isinstance(exc, TimeoutError) and not str(exc):
-                exc = TimeoutError(f"no answer within attempt_timeout_s={call.timeout_s:g}")
-            action = policy.on_error(call, exc, _ms(t0))
-            continue
-        action = policy.on_result(call, result, _ms(t0))
-    return _finished(action)
-
-
-def _finished(action: Finish | Fail) -> Finish:
-    if isinstance(action, Fail):
-        raise action.error
-    return action
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
+    return finished(await arun(policy, acalls(call_fn)))
 
 
 @dataclass

@@ -40,7 +40,7 @@ from .nologprob import majority, verify_confidence
 from .signals import SignalParams, compute_signals
 from .tiers import Tier
 from .tokens import TokenLogprobs, normalize_logprobs
-from .trace import AttemptTrace, RequestTrace
+from .trace import AttemptTrace, Purpose, RequestTrace
 
 logger = logging.getLogger("langchain_confidence_router")
 
@@ -56,7 +56,11 @@ class EmptyAnswerError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TierCall:
-    """What the policy asks an adapter to do: call ``tier`` once."""
+    """What the policy asks an adapter to do: call ``tier`` once.
+
+    ``attempt`` numbers the calls of a request (0, 1, ...); the policy's record of this call is
+    ``policy.attempt_trace(call.attempt)``. A ``verify`` call names the answer it judges in ``judges``.
+    """
 
     tier: Tier
     attempt: int
@@ -64,7 +68,8 @@ class TierCall:
     timeout_s: float | None
     top_logprobs: int
     request_id: str
-    kind: str = "answer"
+    purpose: Purpose = "answer"
+    judges: int | None = None
     instruction: str | None = None
     samples: int = 1
     temperature: float | None = None
@@ -91,7 +96,11 @@ class TierResult:
 
 @dataclass(frozen=True, slots=True)
 class CallTier:
+    """Call ``call`` next. ``settled`` (on every action): the call numbers whose records the report that
+    produced this action made final, in closing order; an answer waiting for its judge is not among them."""
+
     call: TierCall
+    settled: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +110,13 @@ class Finish:
     result: TierResult | None
     attempt: AttemptTrace
     trace: RequestTrace
+    settled: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Fail:
     error: CascadeError
+    settled: tuple[int, ...] = ()
 
 
 Action = CallTier | Finish | Fail
@@ -183,6 +194,8 @@ class CascadePolicy:
         self._answers: list[tuple[AttemptTrace, TierResult]] = []
         self._recorded: set[int] = set()
         self._pending_verify: tuple[AttemptTrace, TierResult, bool] | None = None
+        self._by_call: dict[int, AttemptTrace] = {}
+        self._streamed: TierResult | None = None  # an answer that already reached the user
         self._next = 0
         self._t0 = time.perf_counter()
         self._done = False
@@ -204,12 +217,35 @@ class CascadePolicy:
         self, call: TierCall, result: TierResult, latency_ms: float | None = None, *, committed: bool = False
     ) -> Action:
         """Judge one answer. ``committed`` means it already reached the user (streamed live)."""
-        if call.kind == "verify":
+        if committed:
+            self._streamed = result
+        return self._settled(call, self._judge(call, result, latency_ms, committed))
+
+    def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None, *,
+                 committed: bool = False) -> Action:
+        """Record a failed call. ``committed`` means part of its answer already reached the user (a live
+        stream cut half way): no other answer can follow those tokens, so the request fails, whatever
+        ``on_error`` says, and the trace says so."""
+        return self._settled(call, self._error(call, exc, latency_ms, committed))
+
+    def attempt_trace(self, number: int) -> AttemptTrace | None:
+        """The record of call number ``number`` (``TierCall.attempt``), once that call was reported."""
+        return self._by_call.get(number)
+
+    def _settled(self, call: TierCall, action: Action) -> Action:
+        """Stamp ``action`` with the calls whose records this report made final."""
+        if isinstance(action, CallTier) and action.call.judges == call.attempt:
+            return action  # the answer waits for its judge's verdict
+        settled = (call.attempt, call.judges) if call.judges is not None else (call.attempt,)
+        return replace(action, settled=settled)
+
+    def _judge(self, call: TierCall, result: TierResult, latency_ms: float | None, committed: bool) -> Action:
+        if call.purpose == "verify":
             return self._verified(call, result, latency_ms)
         attempt = self._attempt(call, latency_ms, result)
-        if call.kind == "clarify":
+        if call.purpose == "clarify":
             return self._clarified(attempt, result)
-        if call.kind == "sample":
+        if call.purpose == "sample":
             picked = self._pick_majority(attempt, result)
             if picked is None:
                 return self._failed(call, attempt, EmptyAnswerError("no sample had a readable answer"))
@@ -290,7 +326,7 @@ class CascadePolicy:
         return CallTier(TierCall(
             tier=judge, attempt=len(self.trace.attempts), final=False,
             timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=settings.top_logprobs,
-            request_id=self.trace.request_id, kind="verify",
+            request_id=self.trace.request_id, purpose="verify", judges=call.attempt,
             instruction=settings.prompt.replace("{answer}", result.text), temperature=0.0,
             max_tokens=settings.max_tokens, answer_text=result.text,
         ))
@@ -324,17 +360,13 @@ class CascadePolicy:
             self._recorded.add(id(attempt))
             self.trace.add_attempt(attempt)
 
-    def on_error(self, call: TierCall, exc: BaseException, latency_ms: float | None = None, *,
-                 committed: bool = False) -> Action:
-        """Record a failed call. ``committed`` means part of its answer already reached the user (a live
-        stream cut half way): no other answer can follow those tokens, so the request fails, whatever
-        ``on_error`` says, and the trace says so."""
+    def _error(self, call: TierCall, exc: BaseException, latency_ms: float | None, committed: bool) -> Action:
+        if call.purpose == "verify":
+            return self._verified(call, None, latency_ms, error=exc)
         attempt = self._attempt(call, latency_ms, None)
         if committed:
             return self._broken_stream(call, attempt, exc)
-        if call.kind == "verify":
-            return self._verified(call, None, latency_ms, error=exc)
-        if call.kind == "clarify":  # no question could be written: carry on escalating
+        if call.purpose == "clarify":  # no question could be written: carry on escalating
             attempt.decision = "error"
             attempt.error = describe_exception(exc)
             attempt.reason = "clarifying question failed; escalating instead"
@@ -365,7 +397,8 @@ class CascadePolicy:
             calibration=tier.calibration.id if tier.calibration else None,
             latency_ms=latency_ms,
         )
-        if call.kind in ("answer", "sample") and attempt.threshold is not None:
+        self._by_call[call.attempt] = attempt
+        if call.purpose in ("answer", "sample") and attempt.threshold is not None:
             self.trace.thresholds[tier.name] = attempt.threshold
             if attempt.calibration:
                 self.trace.calibrations[tier.name] = attempt.calibration
@@ -377,10 +410,10 @@ class CascadePolicy:
             )
             attempt.ttft_ms = result.ttft_ms
             attempt.streamed = result.streamed
-        if call.kind in ("answer", "sample"):
+        if call.purpose in ("answer", "sample"):
             self._next = tier.index + 1
         else:
-            attempt.purpose = call.kind
+            attempt.purpose = call.purpose
         return attempt
 
     def _score(self, attempt: AttemptTrace, tier: Tier, tokens: TokenLogprobs, filter_name: str) -> None:
@@ -479,7 +512,7 @@ class CascadePolicy:
         )
         if tier.method == "consistency":
             c = self.settings.consistency
-            call = replace(call, kind="sample", samples=c.samples, temperature=c.temperature)
+            call = replace(call, purpose="sample", samples=c.samples, temperature=c.temperature)
         return CallTier(call)
 
     def _give_up(self, why: str) -> Action:
@@ -501,6 +534,8 @@ class CascadePolicy:
                             f"returned {attempt.model} (final_fallback: {self.settings.final_fallback})")
 
     def _finish(self, attempt: AttemptTrace, result: TierResult, outcome: str, reason: str) -> Action:
+        if self._streamed is not None and result is not self._streamed:
+            return self._undeliverable(attempt)
         trace = self.trace
         trace.outcome = outcome  # type: ignore[assignment]
         trace.final_tier = attempt.tier
@@ -579,7 +614,8 @@ class CascadePolicy:
         tier = next((t for t in self.tiers if t.name == name), self.tiers[attempt.tier])
         return CallTier(TierCall(tier=tier, attempt=len(self.trace.attempts), final=True,
                                  timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=0,
-                                 request_id=self.trace.request_id, kind="clarify", instruction=human.clarify.prompt))
+                                 request_id=self.trace.request_id, purpose="clarify",
+                                 instruction=human.clarify.prompt))
 
     def _clarified(self, attempt: AttemptTrace, result: TierResult) -> Action:
         attempt.decision = "accept"
@@ -598,6 +634,14 @@ class CascadePolicy:
         self._final_text = result.text
         self._close()
         return Finish(result, attempt, trace)
+
+    def _undeliverable(self, chosen: AttemptTrace) -> Action:
+        """Another answer was chosen after one had already streamed to the user: it cannot follow those
+        tokens, so the request fails (two answers are never mixed)."""
+        live = next((a for a in reversed(self.trace.attempts) if a.streamed), None)
+        name = live.model if live is not None else "the final tier"
+        reason = f"{name} had already streamed its answer; {chosen.model}'s answer cannot be delivered after it"
+        return self._fail(TierCallError(reason, self.trace, status_code=live.status_code if live else None))
 
     def _fail(self, error: CascadeError) -> Action:
         self.trace.outcome = "error"

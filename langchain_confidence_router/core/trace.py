@@ -16,6 +16,9 @@ TRACE_SCHEMA_VERSION = 1
 Decision = Literal["accept", "escalate", "error", "fallback"]
 Outcome = Literal["accepted", "fallback", "error", "handoff", "clarify", "pending"]
 Route = Literal["automated", "human_assisted", "human_primary", "clarify"]
+#: What a tier call is for: an answer, one of several samples (consistency), a judge's verdict on an
+#: answer (self_verify), or a clarifying question. ``TierCall.purpose`` and ``AttemptTrace.purpose``.
+Purpose = Literal["answer", "sample", "verify", "clarify"]
 
 
 class AttemptTrace(BaseModel):
@@ -25,7 +28,7 @@ class AttemptTrace(BaseModel):
 
     tier: int
     model: str
-    purpose: str = Field("answer", description="answer, or a side call: clarify, verify, sample")
+    purpose: Purpose = Field("answer", description="answer, or a side call: clarify, verify, sample")
     decision: Decision | None = None
     reason: str = ""
     method: str | None = None
@@ -53,6 +56,8 @@ class AttemptTrace(BaseModel):
     n_samples: int | None = Field(None, description="consistency: samples drawn")
     n_groups: int | None = Field(None, description="consistency: distinct answers among them")
     started_at: float = Field(default_factory=time.time)
+    run_id: str | None = Field(None, description="LangChain adapter: the attempt's chain run id")
+    model_run_id: str | None = Field(None, description="LangChain adapter: the tier model's own run id")
 
 
 class RequestTrace(BaseModel):

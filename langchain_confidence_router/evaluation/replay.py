@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..core import drive
 from ..core.config import ConfidenceSettings, RouterConfig
 from ..core.engine import Cascade
 from ..core.errors import CascadeError, ConfigError
-from ..core.policy import CallTier, CascadePolicy, Finish, TierCall, TierResult
+from ..core.policy import CascadePolicy, Finish, TierCall, TierResult
 from ..core.tiers import Tier, build_tiers
 from ..core.tokens import TokenLogprobs
 from .calibrate import predict_array, score_array
@@ -218,26 +219,10 @@ def replay_with_policy(
     for r, item in enumerate(ids):
         i = row_of[item]
         policy = _RecordedSignalsPolicy(tiers, settings, config_hash=cascade.config_hash)
-        action = policy.start()
-        while isinstance(action, CallTier):
-            call: TierCall = action.call
-            record = runs.get(item, call.tier.name)
-            if record is None:
-                raise ConfigError(f"no recorded run of {call.tier.name!r} on item {item!r}")
-            j = col_of[call.tier.name]
-            if record.logprobs:
-                policy.injected = None
-                logprobs: Any = [e.model_dump() for e in record.logprobs]
-            elif not record.signals:  # nothing recorded: the policy's own missing-logprobs path
-                policy.injected = None
-                logprobs = None
-            else:
-                policy.injected = {k: float(v[i, j]) if not np.isnan(v[i, j]) else None
-                                   for k, v in matrix.signals.items()}
-                logprobs = _DUMMY_LOGPROBS
-            result = TierResult(text="answer", logprobs=logprobs, cost_usd=float(matrix.cost[i, j]),
-                                tokens_in=record.tokens_in, tokens_out=record.tokens_out)
-            action = policy.on_result(call, result, 0.0)
+        missing: list[ConfigError] = []
+        action = drive.run(policy, drive.calls(_recorded_answers(policy, runs, matrix, item, i, col_of, missing)))
+        if missing:  # a run missing from the recording is a mistake, not a failed request
+            raise missing[0]
         trace = policy.trace
         calls[r] = len(trace.attempts)
         spent[r] = trace.total_cost_usd
@@ -249,3 +234,30 @@ def replay_with_policy(
             assert isinstance(action.error, CascadeError)
             failed[r] = True
     return ReplayOutcome(served, calls, spent, right, failed, accepted)
+
+
+def _recorded_answers(policy: _RecordedSignalsPolicy, runs: RecordedRuns, matrix: RunMatrix, item: str, i: int,
+                      col_of: dict[str, int], missing: list[ConfigError]) -> drive.CallFn:
+    """A call function answering each tier call with the recorded run of that tier on ``item``."""
+
+    def answer(call: TierCall) -> TierResult:
+        record = runs.get(item, call.tier.name)
+        if record is None:
+            missing.append(ConfigError(f"no recorded run of {call.tier.name!r} on item {item!r}"))
+            raise missing[-1]
+        j = col_of[call.tier.name]
+        logprobs: Any
+        if record.logprobs:
+            policy.injected = None
+            logprobs = [e.model_dump() for e in record.logprobs]
+        elif not record.signals:  # nothing recorded: the policy's own missing-logprobs path
+            policy.injected = None
+            logprobs = None
+        else:
+            policy.injected = {k: float(v[i, j]) if not np.isnan(v[i, j]) else None
+                               for k, v in matrix.signals.items()}
+            logprobs = _DUMMY_LOGPROBS
+        return TierResult(text="answer", logprobs=logprobs, cost_usd=float(matrix.cost[i, j]),
+                          tokens_in=record.tokens_in, tokens_out=record.tokens_out)
+
+    return answer

@@ -1,0 +1,300 @@
+"""The one drive loop of the policy, per mode (sync, async), that every adapter and replay use.
+
+The policy decides; this module runs it: it asks the policy what to do, runs one attempt (timing it,
+bounding it by the attempt timeout where it can, reporting the answer or the error), and repeats.
+An adapter supplies only its I/O, as an :class:`AttemptIO` (sync) or :class:`AsyncAttemptIO`:
+
+* ``call(call)``: one whole (non-streamed) tier call, returning a :class:`TierResult`;
+* ``live(call)``: for a call whose answer streams to the user as it is written, a :class:`LiveStream`
+  that opens the upstream stream and turns its chunks into what the user sees; ``None`` to call it whole;
+* ``begin(call)`` / ``end(step)``: hooks around each attempt (LangChain opens and closes its runs there).
+
+Because the loop, the timing, the timeout wording and the ``committed`` rule live here once, the
+LangChain router, the LiteLLM handler and offline replay cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
+
+CallFn = Callable[[TierCall], TierResult]
+AsyncCallFn = Callable[[TierCall], Awaitable[TierResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One finished attempt: the call, what the policy said next, and the upstream error, if any."""
+
+    call: TierCall
+    action: Action
+    error: BaseException | None = None
+
+
+class LiveStream(Protocol):
+    """An attempt whose answer goes to the user while it is written (the final tier only)."""
+
+    @property
+    def visible(self) -> bool:
+        """Whether any of its answer has reached the user (then it is committed)."""
+        ...
+
+    def add(self, chunk: Any) -> Any | None:
+        """Record one upstream chunk; return what to send the user now, if anything."""
+        ...
+
+    def result(self) -> TierResult:
+        """The whole streamed answer, once the upstream stream ended."""
+        ...
+
+
+class SyncLiveStream(LiveStream, Protocol):
+    def open(self) -> Iterable[Any]:
+        """Start the upstream stream; its chunks."""
+        ...
+
+
+class AsyncLiveStream(LiveStream, Protocol):
+    async def open(self) -> AsyncIterator[Any]:
+        """Start the upstream stream; its chunks."""
+        ...
+
+
+class AttemptIO:
+    """An adapter's blocking I/O for one request. Subclass and override what you need."""
+
+    def call(self, call: TierCall) -> TierResult:
+        raise NotImplementedError
+
+    def live(self, call: TierCall) -> SyncLiveStream | None:
+        return None
+
+    def committed(self, call: TierCall) -> bool:
+        """Whether a whole call's answer reached the user anyway (e.g. through streaming callbacks)."""
+        return False
+
+    def begin(self, call: TierCall) -> None:
+        return None
+
+    def end(self, step: Step) -> None:
+        return None
+
+
+class AsyncAttemptIO:
+    """An adapter's async I/O for one request. Subclass and override what you need."""
+
+    async def call(self, call: TierCall) -> TierResult:
+        raise NotImplementedError
+
+    def live(self, call: TierCall) -> AsyncLiveStream | None:
+        return None
+
+    def committed(self, call: TierCall) -> bool:
+        return False
+
+    async def begin(self, call: TierCall) -> None:
+        return None
+
+    async def end(self, step: Step) -> None:
+        return None
+
+    def timeout(self, call: TierCall) -> float | None:
+        """The bound on this attempt (async only: a blocking call cannot be interrupted safely)."""
+        return call.timeout_s
+
+
+# ---------------------------------------------------------------------------- one attempt
+
+
+def attempt(policy: CascadePolicy, call: TierCall, io: AttemptIO) -> Step:
+    """Run one whole call and report it to the policy."""
+    t0 = time.perf_counter()
+    try:
+        result = io.call(call)
+    except Exception as exc:
+        return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+    return Step(call, policy.on_result(call, result, _ms(t0), committed=io.committed(call)))
+
+
+async def aattempt(policy: CascadePolicy, call: TierCall, io: AsyncAttemptIO) -> Step:
+    """Run one whole call within its attempt timeout and report it to the policy."""
+    timeout = io.timeout(call)
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            result = await io.call(call)
+    except Exception as exc:
+        exc = timeout_error(exc, timeout, "no answer")
+        return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+    return Step(call, policy.on_result(call, result, _ms(t0), committed=io.committed(call)))
+
+
+def stream_attempt(policy: CascadePolicy, call: TierCall, live: SyncLiveStream) -> Generator[Any, None, Step]:
+    """Stream one call to the user (yielding what ``live`` passes on) and report it; returns the step.
+
+    A blocking stream is bounded by the timeout the adapter gave its HTTP client."""
+    t0 = time.perf_counter()
+    try:
+        for chunk in live.open():
+            out = live.add(chunk)
+            if out is not None:
+                yield out
+        result = live.result()
+    except Exception as exc:
+        return Step(call, policy.on_error(call, exc, _ms(t0), committed=live.visible), exc)
+    return Step(call, policy.on_result(call, result, _ms(t0), committed=live.visible))
+
+
+async def astream_attempt(policy: CascadePolicy, call: TierCall, live: AsyncLiveStream, timeout: float | None,
+                          done: list[Step]) -> AsyncIterator[Any]:
+    """Stream one call to the user and report it; the step is appended to ``done``.
+
+    The attempt timeout bounds the wait for the stream to open and for each chunk (the first one
+    included), not a long answer that keeps coming."""
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            chunks = await live.open()
+        async for chunk in within(chunks, timeout):
+            out = live.add(chunk)
+            if out is not None:
+                yield out
+        result = live.result()
+    except Exception as exc:
+        exc = timeout_error(exc, timeout, "no chunk")
+        done.append(Step(call, policy.on_error(call, exc, _ms(t0), committed=live.visible), exc))
+        return
+    done.append(Step(call, policy.on_result(call, result, _ms(t0), committed=live.visible)))
+
+
+# ---------------------------------------------------------------------------- one request
+
+
+def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish | Fail]:
+    """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action."""
+    action: Action = policy.start()
+    while isinstance(action, CallTier):
+        call = action.call
+        io.begin(call)
+        live = io.live(call)
+        step = attempt(policy, call, io) if live is None else (yield from stream_attempt(policy, call, live))
+        io.end(step)
+        action = step.action
+    return action
+
+
+def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
+    """Drive ``policy`` to its end without streaming anything (every call is whole)."""
+    chunks = drive(policy, io)
+    while True:
+        try:
+            next(chunks)
+        except StopIteration as stop:
+            return stop.value
+
+
+@dataclass
+class Ending:
+    """Where :func:`adrive` leaves the final action (an async generator cannot return one)."""
+
+    action: Finish | Fail | None = None
+
+    def final(self) -> Finish | Fail:
+        assert self.action is not None, "the drive has not ended"
+        return self.action
+
+
+async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> AsyncIterator[Any]:
+    """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``."""
+    action: Action = policy.start()
+    while isinstance(action, CallTier):
+        call = action.call
+        await io.begin(call)
+        live = io.live(call)
+        if live is None:
+            step = await aattempt(policy, call, io)
+        else:
+            done: list[Step] = []
+            async for out in astream_attempt(policy, call, live, io.timeout(call), done):
+                yield out
+            step = done[0]
+        await io.end(step)
+        action = step.action
+    ending.action = action
+
+
+async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
+    """Drive ``policy`` to its end with async I/O, every call whole."""
+    ending = Ending()
+    async for _ in adrive(policy, io, ending):
+        pass
+    return ending.final()
+
+
+# ---------------------------------------------------------------------------- plain call functions
+
+
+class _Calls(AttemptIO):
+    def __init__(self, call_fn: CallFn) -> None:
+        self.call = call_fn  # type: ignore[method-assign]
+
+
+class _AsyncCalls(AsyncAttemptIO):
+    def __init__(self, call_fn: AsyncCallFn) -> None:
+        self.call = call_fn  # type: ignore[method-assign]
+
+
+def calls(call_fn: CallFn) -> AttemptIO:
+    """An :class:`AttemptIO` from a plain blocking call function."""
+    return _Calls(call_fn)
+
+
+def acalls(call_fn: AsyncCallFn) -> AsyncAttemptIO:
+    """An :class:`AsyncAttemptIO` from a plain async call function."""
+    return _AsyncCalls(call_fn)
+
+
+def finished(action: Finish | Fail) -> Finish:
+    """The Finish, or raise the Fail's error (a CascadeError carrying the trace)."""
+    if isinstance(action, Fail):
+        raise action.error
+    return action
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+async def within(chunks: AsyncIterator[Any], timeout: float | None) -> AsyncIterator[Any]:
+    """The chunks of a stream, each (the first included) within ``timeout`` seconds of the last.
+
+    The bound runs in the consumer's task (no task per chunk); the upstream stream is closed when the
+    consumer stops, so a cancelled attempt releases its connection."""
+    iterator = aiter(chunks)
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def timeout_error(exc: Exception, timeout: float | None, what: str) -> Exception:
+    """asyncio's bare TimeoutError, worded with the bound that raised it (one wording everywhere)."""
+    if isinstance(exc, TimeoutError) and not str(exc) and timeout is not None:
+        return TimeoutError(f"{what} within {timeout:g} s (attempt timeout: limits.attempt_timeout_s)")
+    return exc
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
