@@ -78,13 +78,8 @@ class ConfidenceLLM(CustomLLM):
                    logger_fn: Any = None, headers: Any = None, timeout: Any = None, client: Any = None
                    ) -> ModelResponse:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
-        token = _enter(ctx)
-        try:
+        with self._running(ctx):
             finish = run_policy(ctx.policy(), lambda call: call_tier(ctx, call))
-        except CascadeError as exc:
-            raise self._failed(ctx, exc) from None
-        finally:
-            _leave(token)
         return self._respond(ctx, model_response, finish)
 
     async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
@@ -93,13 +88,8 @@ class ConfidenceLLM(CustomLLM):
                           litellm_params: Any = None, logger_fn: Any = None, headers: Any = None,
                           timeout: Any = None, client: Any = None) -> ModelResponse:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
-        token = _enter(ctx)
-        try:
+        with self._running(ctx):
             finish = await arun_policy(ctx.policy(), lambda call: acall_tier(ctx, call))
-        except CascadeError as exc:
-            raise self._failed(ctx, exc) from None
-        finally:
-            _leave(token)
         return self._respond(ctx, model_response, finish)
 
     def streaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
@@ -109,16 +99,8 @@ class ConfidenceLLM(CustomLLM):
                   ) -> Iterator[Any]:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
         session = self._session(ctx, logging_obj)
-        token = _enter(ctx)
-        try:
+        with self._running(ctx, session):
             yield from stream(session)
-        except CascadeError as exc:
-            raise self._failed(ctx, exc) from None
-        except Exception:
-            output.record_trace(ctx.metadata, session.policy.trace, ctx.options)
-            raise
-        finally:
-            _leave(token)
 
     async def astreaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
                          model_response: ModelResponse, print_verbose: Callable, encoding: Any, api_key: Any,
@@ -127,19 +109,33 @@ class ConfidenceLLM(CustomLLM):
                          timeout: Any = None, client: Any = None) -> AsyncIterator[Any]:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
         session = self._session(ctx, logging_obj)
-        token = _enter(ctx)
-        try:
+        with self._running(ctx, session):
             async for chunk in astream(session):
                 yield chunk
+
+    # ------------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _running(self, ctx: RequestContext, session: StreamSession | None = None) -> Iterator[None]:
+        """One cascade request: counts the nesting depth, and turns a failure into LiteLLM's error with the
+        trace recorded (a stream's other errors keep their type; their trace is recorded too)."""
+        depth = _depth.get()
+        if depth >= MAX_DEPTH:
+            raise output.to_litellm_error(
+                ConfigError(f"cascades nested more than {MAX_DEPTH} deep: a tier probably calls its own cascade",
+                            source=registry.BLOCK_SOURCE), ctx.group, 500, 0)
+        token = _depth.set(depth + 1)
+        try:
+            yield
         except CascadeError as exc:
             raise self._failed(ctx, exc) from None
         except Exception:
-            output.record_trace(ctx.metadata, session.policy.trace, ctx.options)
+            if session is not None:
+                output.record_trace(ctx.metadata, session.policy.trace, ctx.options)
             raise
         finally:
-            _leave(token)
-
-    # ------------------------------------------------------------------ internals
+            with contextlib.suppress(ValueError):  # a stream may end in another context than it began in
+                _depth.reset(token)
 
     def _context(self, model: str, messages: list, optional_params: dict, litellm_params: Any,
                  logging_obj: Any = None) -> RequestContext:
@@ -244,15 +240,6 @@ def _text(value: Any) -> str | None:
     return str(value) if value else None
 
 
-def _enter(ctx: RequestContext) -> contextvars.Token[int]:
-    depth = _depth.get()
-    if depth >= MAX_DEPTH:
-        raise output.to_litellm_error(
-            ConfigError(f"cascades nested more than {MAX_DEPTH} deep: a tier probably calls its own cascade",
-                        source=registry.BLOCK_SOURCE), ctx.group, 500, 0)
-    return _depth.set(depth + 1)
-
-
 def _before_first_chunk(error: LowConfidenceError) -> Exception:
     """A stream's low-confidence error in the form the Router's streaming fallbacks act on.
 
@@ -265,11 +252,6 @@ def _before_first_chunk(error: LowConfidenceError) -> Exception:
                                               num_retries=error.num_retries, is_pre_first_chunk=True)
     output.not_the_deployments_fault(fallback)
     return fallback
-
-
-def _leave(token: contextvars.Token[int]) -> None:
-    with contextlib.suppress(ValueError):  # a stream may be finished from another context than it began in
-        _depth.reset(token)
 
 
 def _low_confidence(ctx: RequestContext, finish: Finish) -> LowConfidenceError:

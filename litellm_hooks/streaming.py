@@ -13,7 +13,6 @@ content); nothing the user sees is delayed by more than one chunk.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,16 +26,13 @@ from langchain_confidence_router.core import (
     StreamAccumulator,
     TierCall,
     TierResult,
+    drive,
 )
 
 from .calls import RequestContext, acall_tier, attempt_cost, call_tier, chunk_parts, chunk_usage, new_response_id
 from .output import TRACE_KEY
 
 Action = CallTier | Finish | Fail
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000.0
 
 
 @dataclass
@@ -55,13 +51,11 @@ class StreamSession:
     _finish_reason: str | None = None
     _cost: float | None = None
     _live_result: TierResult | None = None
-    _t0: float = 0.0
 
     def live(self, call: TierCall) -> bool:
         """Stream this call live? Only the final tier's answer (or clarifying question), never sampled or
         judged calls, and never in guardrail mode (a low-confidence answer must still fail over)."""
-        return call.final and self.ctx.options.mode == "cascade" and call.purpose in (
-            "answer", "clarify")
+        return call.final and self.ctx.options.mode == "cascade" and call.purpose in ("answer", "clarify")
 
     # ------------------------------------------------------------------ live final tier
 
@@ -70,7 +64,6 @@ class StreamSession:
         self._held = None
         self._finish_reason = None
         self._cost = None
-        self._t0 = time.perf_counter()
 
     def on_chunk(self, chunk: Any) -> Any | None:
         """Record one tier chunk; return the chunk to send on now, if any."""
@@ -92,20 +85,21 @@ class StreamSession:
         self.sent = True
         return self._relabel(out)
 
-    def on_end(self, call: TierCall) -> Action:
+    def result(self, call: TierCall) -> TierResult:
+        """The live tier's whole answer, priced (output tokens come from logprob entries without usage)."""
         assert self._acc is not None
-        result = self._acc.result()  # counts output tokens from logprob entries when the stream had no usage
+        result = self._acc.result()
         result.cost_usd = attempt_cost(self._cost, call.tier, result.tokens_in, result.tokens_out)
         self._live_result = result
-        return self.policy.on_result(call, result, _ms(self._t0), committed=self.sent)
-
-    def on_error(self, call: TierCall, exc: BaseException) -> Action:
-        """A failed live tier. Once part of its answer was sent the policy fails the request (with the
-        trace), since nothing else can follow it; before that, the next step is the policy's as usual."""
-        self._held = None
-        return self.policy.on_error(call, exc, _ms(self._t0), committed=self.sent)
+        return result
 
     # ------------------------------------------------------------------ the end
+
+    def finish(self, action: Finish | Fail) -> list[Any]:
+        """Settle the request (bill and record it, or raise its error), then the chunk(s) that end it."""
+        self.settle(action)
+        assert isinstance(action, Finish)
+        return self.final_chunks(action)
 
     def final_chunks(self, finish: Finish) -> list[Any]:
         """The chunk(s) that end the stream: the held live chunk, or a whole earlier answer."""
@@ -172,69 +166,73 @@ def _usage(tokens_in: int, tokens_out: int) -> Any:
 # ---------------------------------------------------------------------------- drivers
 
 
+class _Live:
+    """The final tier's live stream, as the core drive loop runs it."""
+
+    def __init__(self, session: StreamSession, call: TierCall) -> None:
+        self.session = session
+        self.call = call
+        session.begin()
+
+    @property
+    def visible(self) -> bool:
+        return self.session.sent
+
+    def add(self, chunk: Any) -> Any | None:
+        return self.session.on_chunk(chunk)
+
+    def result(self) -> TierResult:
+        return self.session.result(self.call)
+
+
+class _SyncLive(_Live):
+    def open(self) -> Iterator[Any]:
+        ctx = self.session.ctx
+        return ctx.router.completion(**ctx.tier_kwargs(self.call, stream=True))
+
+
+class _AsyncLive(_Live):
+    async def open(self) -> AsyncIterator[Any]:
+        ctx = self.session.ctx
+        return await ctx.router.acompletion(**ctx.tier_kwargs(self.call, stream=True))
+
+
+class _SyncIO(drive.AttemptIO):
+    def __init__(self, session: StreamSession) -> None:
+        self.session = session
+
+    def call(self, call: TierCall) -> TierResult:
+        return call_tier(self.session.ctx, call)
+
+    def live(self, call: TierCall) -> _SyncLive | None:
+        return _SyncLive(self.session, call) if self.session.live(call) else None
+
+
+class _AsyncIO(drive.AsyncAttemptIO):
+    def __init__(self, session: StreamSession) -> None:
+        self.session = session
+
+    async def call(self, call: TierCall) -> TierResult:
+        return await acall_tier(self.session.ctx, call)
+
+    def live(self, call: TierCall) -> _AsyncLive | None:
+        return _AsyncLive(self.session, call) if self.session.live(call) else None
+
+
 async def astream(session: StreamSession) -> AsyncIterator[Any]:
     """Drive a streamed cascade with the Router's async API.
 
     ``session.settle`` sees the final action before the last chunk goes out: it bills and records a
     Finish and raises for a Fail.
     """
-    ctx, policy = session.ctx, session.policy
-    action: Action = policy.start()
-    while isinstance(action, CallTier):
-        call = action.call
-        if not session.live(call):
-            t0 = time.perf_counter()
-            try:
-                result = await asyncio.wait_for(acall_tier(ctx, call), call.timeout_s)
-            except Exception as exc:
-                action = policy.on_error(call, exc, _ms(t0))
-                continue
-            action = policy.on_result(call, result, _ms(t0))
-            continue
-        session.begin()
-        try:
-            stream = await asyncio.wait_for(ctx.router.acompletion(**ctx.tier_kwargs(call, stream=True)),
-                                            call.timeout_s)
-            async for chunk in stream:
-                out = session.on_chunk(chunk)
-                if out is not None:
-                    yield out
-        except Exception as exc:
-            action = session.on_error(call, exc)
-            continue
-        action = session.on_end(call)
-    session.settle(action)
-    if isinstance(action, Finish):
-        for chunk in session.final_chunks(action):
-            yield chunk
+    ending = drive.Ending()
+    async for chunk in drive.adrive(session.policy, _AsyncIO(session), ending):
+        yield chunk
+    for chunk in session.finish(ending.final()):
+        yield chunk
 
 
 def stream(session: StreamSession) -> Iterator[Any]:
     """The same as :func:`astream` with the Router's blocking API."""
-    ctx, policy = session.ctx, session.policy
-    action: Action = policy.start()
-    while isinstance(action, CallTier):
-        call = action.call
-        if not session.live(call):
-            t0 = time.perf_counter()
-            try:
-                result = call_tier(ctx, call)
-            except Exception as exc:
-                action = policy.on_error(call, exc, _ms(t0))
-                continue
-            action = policy.on_result(call, result, _ms(t0))
-            continue
-        session.begin()
-        try:
-            for chunk in ctx.router.completion(**ctx.tier_kwargs(call, stream=True)):
-                out = session.on_chunk(chunk)
-                if out is not None:
-                    yield out
-        except Exception as exc:
-            action = session.on_error(call, exc)
-            continue
-        action = session.on_end(call)
-    session.settle(action)
-    if isinstance(action, Finish):
-        for chunk in session.final_chunks(action):
-            yield chunk
+    action = yield from drive.drive(session.policy, _SyncIO(session))
+    yield from session.finish(action)

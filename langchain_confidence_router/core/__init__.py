@@ -1,5 +1,6 @@
 """The scoring core and escalation engine: pure Python and numpy, no LangChain or LiteLLM."""
 
+from . import drive
 from .calibration import Calibration, load_calibration
 from .config import (
     CONFIDENCE_METHODS,
@@ -61,6 +62,7 @@ __all__ = [
     "build_tiers",
     "classify_error",
     "compute_signals",
+    "drive",
     "filter_mask",
     "load_calibration",
     "load_config",
