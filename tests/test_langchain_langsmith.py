@@ -161,7 +161,7 @@ def check_request(runs: dict[str, dict[str, Any]], trace: RequestTrace) -> None:
     attempts = sorted((r for r in runs.values() if r.get("parent_run_id") == root["id"]),
                       key=lambda r: r["dotted_order"])
     assert [(r["name"], r["run_type"]) for r in attempts] == [("small", "chain"), ("large", "chain")]
-    assert [r["id"] for r in attempts] == [a.model_extra["run_id"] for a in trace.attempts]
+    assert [r["id"] for r in attempts] == [a.run_id for a in trace.attempts]
     for run, attempt in zip(attempts, trace.attempts, strict=True):
         meta = metadata(run)
         assert meta["confidence_router_tier"] == attempt.model
@@ -171,7 +171,7 @@ def check_request(runs: dict[str, dict[str, Any]], trace: RequestTrace) -> None:
         assert meta["confidence_router_cost_usd"] == pytest.approx(attempt.cost_usd)
         assert f"confidence_router:decision:{attempt.decision}" in run["tags"]
         (model_run,) = [r for r in runs.values() if r.get("parent_run_id") == run["id"]]
-        assert model_run["run_type"] == "llm" and model_run["id"] == attempt.model_extra["model_run_id"]
+        assert model_run["run_type"] == "llm" and model_run["id"] == attempt.model_run_id
         assert model_run["trace_id"] == root["id"] and model_run["dotted_order"].startswith(run["dotted_order"])
     assert "nostream" in attempts[0]["tags"] and "nostream" not in attempts[1]["tags"]
     assert metadata(root)["confidence_router_final_model"] == "large"

@@ -87,7 +87,7 @@ def test_hard_prompt_escalates_to_the_large_tier(router: ConfidenceRouter, serve
     assert trace.attempts[0].confidence < trace.attempts[0].threshold <= trace.attempts[1].confidence
     assert [r["model"] for r in requests_since(server, start)] == ["small", "large"]
     # the trace links every attempt to its LangChain runs (pre-assigned ids)
-    assert all(a.model_extra and a.model_extra["run_id"] and a.model_extra["model_run_id"] for a in trace.attempts)
+    assert all(a.run_id and a.model_run_id for a in trace.attempts)
 
 
 async def test_async_and_batch_paths_decide_the_same(router: ConfidenceRouter) -> None:
@@ -450,7 +450,7 @@ async def test_trace_collector_and_custom_events(router: ConfidenceRouter) -> No
     assert len(collector.traces) == 2 and collector.last is not None
     assert collector.last.final_model == "large"
     assert [e["attempt"]["model"] for e in collector.attempt_events[-2:]] == ["small", "large"]
-    assert collector.attempt_events[-1]["run_id"] == collector.last.attempts[-1].model_extra["run_id"]
+    assert collector.attempt_events[-1]["run_id"] == collector.last.attempts[-1].run_id
 
 
 def test_human_handoff_before_any_model_call(server: ScriptedOpenAIServer) -> None:

@@ -52,11 +52,11 @@ from ..core import (
     RouterConfig,
     StreamAccumulator,
     TierCall,
-    TierCallError,
+    TierResult,
+    drive,
     load_config,
     parse_config,
 )
-from ..core.errors import describe_exception
 from ..core.human import conversation_key
 from ._messages import (
     TRACE_KEY,
@@ -97,7 +97,7 @@ class _Request:
     t0: float = field(default_factory=time.perf_counter)
     ttft_ms: float | None = None
     output: AIMessage | None = None
-    pending: list[_Attempt] = field(default_factory=list)  # answers waiting for their judge
+    runs: dict[int, _Attempt] = field(default_factory=dict)  # open attempt runs, by call number
 
     @property
     def handlers(self) -> list[Any]:
@@ -116,8 +116,6 @@ class _Attempt:
     rm: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
     config: RunnableConfig
     model_run_id: UUID
-    t0: float = field(default_factory=time.perf_counter)
-    trace: AttemptTrace | None = None  # set while the attempt waits for its judge
 
 
 class ConfidenceRouter(BaseChatModel):
@@ -343,22 +341,23 @@ class ConfidenceRouter(BaseChatModel):
     def _attempt_parts(self, req: _Request, call: TierCall) -> tuple[list[str], dict[str, Any], str]:
         """Tags and metadata of an attempt run (inherited by the tier model's run), and its name."""
         tier = call.tier
-        kind = _kind(call)
+        purpose = call.purpose
         threshold = req.policy.thresholds.get(tier.name, tier.threshold)
         inheritable_tags = [f"confidence_router:tier:{tier.name}"]
-        if not call.final or kind in ("verify", "sample"):
+        if not call.final or purpose in ("verify", "sample"):
             inheritable_tags.append(NOSTREAM_TAG)
         metadata = {f"{META}tier": tier.name, f"{META}tier_index": tier.index, f"{META}attempt": call.attempt,
                     f"{META}final": call.final, f"{META}threshold": threshold, f"{META}method": tier.method,
                     f"{META}request_id": call.request_id}
-        if kind != "answer":
-            metadata[f"{META}purpose"] = kind
-        return inheritable_tags, metadata, tier.name if kind == "answer" else f"{tier.name} ({kind})"
+        if purpose != "answer":
+            metadata[f"{META}purpose"] = purpose
+        return inheritable_tags, metadata, tier.name if purpose == "answer" else f"{tier.name} ({purpose})"
 
     def _attempt_manager(self, req: _Request, call: TierCall) -> tuple[Any, str]:
         tags, metadata, name = self._attempt_parts(req, call)
         # a judge call (self_verify) nests under the attempt whose answer it judges, still open
-        parent = req.pending[-1].rm if req.pending else req.rm
+        judged = req.runs.get(call.judges) if call.judges is not None else None
+        parent = judged.rm if judged is not None else req.rm
         manager = parent.get_child()
         manager.add_tags(tags, inherit=True)
         manager.add_tags(["confidence_router:attempt"], inherit=False)
@@ -380,12 +379,14 @@ class ConfidenceRouter(BaseChatModel):
         model_run_id = uuid7()
         config = patch_config(req.config, callbacks=rm.get_child())
         config["run_id"] = model_run_id
-        return _Attempt(call, rm, config, model_run_id)
+        att = _Attempt(call, rm, config, model_run_id)
+        req.runs[call.attempt] = att
+        return att
 
     def _judged(self, req: _Request, att: _Attempt, attempt: AttemptTrace) -> dict[str, Any]:
         """Link the attempt's trace to its runs, annotate its run, and build its custom event."""
-        attempt.run_id = str(att.rm.run_id)  # type: ignore[attr-defined]  # extra field of the trace
-        attempt.model_run_id = str(att.model_run_id)  # type: ignore[attr-defined]
+        attempt.run_id = str(att.rm.run_id)
+        attempt.model_run_id = str(att.model_run_id)
         metadata = {f"{META}decision": attempt.decision, f"{META}confidence": attempt.confidence,
                     f"{META}score": attempt.score, f"{META}reason": attempt.reason,
                     f"{META}cost_usd": attempt.cost_usd, f"{META}tokens_in": attempt.tokens_in,
@@ -396,23 +397,19 @@ class ConfidenceRouter(BaseChatModel):
         return {"request_id": req.policy.trace.request_id, "run_id": str(att.rm.run_id),
                 "attempt": attempt.model_dump(mode="json")}
 
-    def _settle(self, req: _Request, att: _Attempt, action: Action, error: BaseException | None
-                ) -> list[tuple[_Attempt, AttemptTrace, BaseException | None]]:
-        """Attempt runs to close now, innermost first. An answer waiting for its judge stays open."""
-        attempt = req.policy.trace.attempts[-1]  # the record this call produced
-        if isinstance(action, CallTier) and _kind(action.call) == "verify":
-            att.trace = attempt
-            req.pending.append(att)
-            return []
-        done = [(att, attempt, error)]
-        if _kind(att.call) == "verify" and req.pending:
-            parent = req.pending.pop()
-            assert parent.trace is not None
-            done.append((parent, parent.trace, None))
+    def _settled(self, req: _Request, step: drive.Step) -> list[tuple[_Attempt, AttemptTrace, BaseException | None]]:
+        """The attempt runs the policy settled with this step, innermost first (an answer waiting for its
+        judge is not among them: its run stays open, and the judge's run nests under it)."""
+        done = []
+        for number in step.action.settled:
+            att = req.runs.pop(number, None)
+            attempt = req.policy.attempt_trace(number)
+            if att is not None and attempt is not None:
+                done.append((att, attempt, step.error if number == step.call.attempt else None))
         return done
 
-    def _close_attempt(self, req: _Request, att: _Attempt, action: Action, error: BaseException | None) -> None:
-        for run, attempt, exc in self._settle(req, att, action, error):
+    def _close_attempt(self, req: _Request, step: drive.Step) -> None:
+        for run, attempt, exc in self._settled(req, step):
             event = self._judged(req, run, attempt)
             rm = run.rm
             assert isinstance(rm, CallbackManagerForChainRun)
@@ -423,9 +420,8 @@ class ConfidenceRouter(BaseChatModel):
             if req.handlers:
                 dispatch_custom_event(ATTEMPT_EVENT, event, config=_event_config(req))
 
-    async def _aclose_attempt(self, req: _Request, att: _Attempt, action: Action, error: BaseException | None
-                              ) -> None:
-        for run, attempt, exc in self._settle(req, att, action, error):
+    async def _aclose_attempt(self, req: _Request, step: drive.Step) -> None:
+        for run, attempt, exc in self._settled(req, step):
             event = self._judged(req, run, attempt)
             rm = run.rm
             assert isinstance(rm, AsyncCallbackManagerForChainRun)
@@ -444,15 +440,15 @@ class ConfidenceRouter(BaseChatModel):
 
     def _plan(self, req: _Request, call: TierCall) -> tuple[Any, list[BaseMessage], int]:
         """The model, messages and number of samples for one call the policy asked for."""
-        kind = _kind(call)
+        purpose = call.purpose
         tier = self._tiers[call.tier.name]
-        temperature, max_tokens = getattr(call, "temperature", None), getattr(call, "max_tokens", None)
-        if kind == "verify":  # a judge answers yes/no in plain text: no tools, no schema
+        temperature, max_tokens = call.temperature, call.max_tokens
+        if purpose == "verify":  # a judge answers yes/no in plain text: no tools, no schema
             model = self._variant(call.tier.name, temperature, max_tokens, bound=False) \
                 if temperature is not None or max_tokens is not None else tier.plain
             return model, [*req.messages, HumanMessage(call.instruction or "")], 1
-        if kind == "sample":
-            n = max(int(getattr(call, "samples", 1) or 1), 1)
+        if purpose == "sample":
+            n = max(call.samples, 1)
             model = self._variant(call.tier.name, temperature, max_tokens, bound=True) \
                 if temperature is not None or max_tokens is not None else tier.quiet
             return model, req.messages, n
@@ -473,7 +469,7 @@ class ConfidenceRouter(BaseChatModel):
         return model
 
     def _kwargs_for(self, req: _Request, call: TierCall, model: Any) -> dict[str, Any]:
-        kwargs = req.call_kwargs if _kind(call) != "verify" else {}
+        kwargs = req.call_kwargs if call.purpose != "verify" else {}
         timeout = self._timeout(call)
         if timeout is not None and "timeout" not in kwargs and takes_request_timeout(model):
             return {**kwargs, "timeout": timeout}
@@ -482,52 +478,9 @@ class ConfidenceRouter(BaseChatModel):
     def _timeout(self, call: TierCall) -> float | None:
         return self.timeout if self.timeout is not None else call.timeout_s
 
-    # ------------------------------------------------------------------ one non-streamed attempt
-
-    def _run_attempt(self, req: _Request, call: TierCall) -> Action:
-        model, messages, n = self._plan(req, call)
-        kwargs = self._kwargs_for(req, call, model)
-        att = self._open_attempt(req, call)
-        try:
-            if n == 1:
-                result = tier_result(model.invoke(messages, att.config, **kwargs))
-            else:
-                outputs: list[Any] = []
-                for _ in range(n):
-                    try:
-                        outputs.append(model.invoke(messages, _sibling(att.config), **kwargs))
-                    except Exception as exc:
-                        outputs.append(exc)
-                result = combine_samples(outputs)
-        except Exception as exc:
-            action = req.policy.on_error(call, exc, _ms(att.t0))
-            self._close_attempt(req, att, action, exc)
-            return action
-        action = req.policy.on_result(call, result, _ms(att.t0), committed=self._committed(req, call))
-        self._close_attempt(req, att, action, None)
-        return action
-
-    async def _arun_attempt(self, req: _Request, call: TierCall) -> Action:
-        model, messages, n = self._plan(req, call)
-        kwargs = self._kwargs_for(req, call, model)
-        att = await self._aopen_attempt(req, call)
-        timeout = self._timeout(call)
-        try:
-            if n == 1:
-                output = await asyncio.wait_for(model.ainvoke(messages, att.config, **kwargs), timeout)
-                result = tier_result(output)
-            else:
-                calls = [model.ainvoke(messages, _sibling(att.config), **kwargs) for _ in range(n)]
-                outputs = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), timeout)
-                result = combine_samples(list(outputs))
-        except Exception as exc:
-            exc = _explained(exc, timeout, "no answer")
-            action = req.policy.on_error(call, exc, _ms(att.t0))
-            await self._aclose_attempt(req, att, action, exc)
-            return action
-        action = req.policy.on_result(call, result, _ms(att.t0), committed=self._committed(req, call))
-        await self._aclose_attempt(req, att, action, None)
-        return action
+    def _live(self, call: TierCall) -> bool:
+        """Whether a streamed request streams this call to the caller as it is written."""
+        return call.final and _streams(call) and not self._structured
 
     # ------------------------------------------------------------------ request end
 
@@ -589,9 +542,7 @@ class ConfidenceRouter(BaseChatModel):
     ) -> AIMessage:
         req = self._open(input, config, stop, kwargs)
         try:
-            action = req.policy.start()
-            while isinstance(action, CallTier):
-                action = self._run_attempt(req, action.call)
+            action = drive.run(req.policy, _Attempts(self, req))
             if isinstance(action, Fail):
                 raise action.error
             message = self._answer(req, action)
@@ -611,9 +562,7 @@ class ConfidenceRouter(BaseChatModel):
     ) -> AIMessage:
         req = await self._aopen(input, config, stop, kwargs)
         try:
-            action = req.policy.start()
-            while isinstance(action, CallTier):
-                action = await self._arun_attempt(req, action.call)
+            action = await drive.arun(req.policy, _AsyncAttempts(self, req))
             if isinstance(action, Fail):
                 raise action.error
             message = self._answer(req, action)
@@ -645,35 +594,9 @@ class ConfidenceRouter(BaseChatModel):
         self._close(req, None)
 
     def _stream_body(self, req: _Request) -> Iterator[AIMessageChunk]:
-        action = req.policy.start()
-        live: _LiveStream | None = None
-        while isinstance(action, CallTier):
-            call = action.call
-            if call.final and _streams(call) and not self._structured:
-                live = _LiveStream(req, call)
-                action = yield from self._live_attempt(req, live)
-            else:
-                action = self._run_attempt(req, call)
-        yield self._final_chunk(req, action, live)
-
-    def _live_attempt(self, req: _Request, live: _LiveStream) -> Iterator[AIMessageChunk]:
-        call = live.call
-        att = self._open_attempt(req, call)
-        model, messages, _n = self._plan(req, call)
-        try:
-            for chunk in model.stream(messages, att.config, **self._kwargs_for(req, call, model)):
-                out = live.add(chunk)
-                if out is not None:
-                    yield out
-            result = live.result()
-        except Exception as exc:
-            action = req.policy.on_error(call, exc, _ms(att.t0), committed=live.visible)
-            self._close_attempt(req, att, action, exc)
-            live.failed(exc)
-            return action
-        action = req.policy.on_result(call, result, _ms(att.t0), committed=live.visible)
-        self._close_attempt(req, att, action, None)
-        return action
+        io = _Attempts(self, req, streaming=True)
+        action = yield from drive.drive(req.policy, io)
+        yield self._final_chunk(req, action, io.live_stream)
 
     async def astream(
         self,
@@ -696,42 +619,19 @@ class ConfidenceRouter(BaseChatModel):
         await self._aclose(req, None)
 
     async def _astream_body(self, req: _Request) -> AsyncIterator[AIMessageChunk]:
-        action = req.policy.start()
-        live: _LiveStream | None = None
-        while isinstance(action, CallTier):
-            call = action.call
-            if not (call.final and _streams(call) and not self._structured):
-                action = await self._arun_attempt(req, call)
-                continue
-            live = _LiveStream(req, call)
-            att = await self._aopen_attempt(req, call)
-            model, messages, _n = self._plan(req, call)
-            timeout = self._timeout(call)
-            try:
-                async for chunk in within(model.astream(messages, att.config, **self._kwargs_for(req, call, model)),
-                                          timeout):
-                    out = live.add(chunk)
-                    if out is not None:
-                        yield out
-                result = live.result()
-            except Exception as exc:
-                exc = _explained(exc, timeout, "no chunk")
-                action = req.policy.on_error(call, exc, _ms(att.t0), committed=live.visible)
-                await self._aclose_attempt(req, att, action, exc)
-                live.failed(exc)
-                continue
-            action = req.policy.on_result(call, result, _ms(att.t0), committed=live.visible)
-            await self._aclose_attempt(req, att, action, None)
-        yield self._final_chunk(req, action, live)
+        io = _AsyncAttempts(self, req, streaming=True)
+        ending = drive.Ending()
+        async for chunk in drive.adrive(req.policy, io, ending):
+            yield chunk
+        yield self._final_chunk(req, ending.final(), io.live_stream)
 
     def _final_chunk(self, req: _Request, action: Finish | Fail, live: _LiveStream | None) -> AIMessageChunk:
         """The closing chunk: trace on the live tier's last chunk, or the whole chosen answer as one chunk."""
         if isinstance(action, Fail):
             raise action.error
         if live is not None and live.visible:
-            if action.result is not live.streamed_result:
-                # Tokens of the final tier already reached the caller; another answer cannot follow them.
-                raise live.undeliverable(req.policy, action)
+            # the policy never chooses another answer once one reached the caller (it fails the request)
+            assert action.result is live.streamed_result, "a streamed answer was replaced"
             message = self._answer(req, action)
             return closing_chunk(live.held, message.response_metadata[TRACE_KEY], live.list_content)
         if req.ttft_ms is None:
@@ -848,7 +748,8 @@ class ConfidenceRouter(BaseChatModel):
 class _LiveStream:
     """The final tier streaming live: passes chunks on, holds the tier's last chunk for the trace."""
 
-    def __init__(self, req: _Request, call: TierCall) -> None:
+    def __init__(self, router: ConfidenceRouter, req: _Request, call: TierCall) -> None:
+        self.router = router
         self.req = req
         self.call = call
         self.acc = StreamAccumulator()
@@ -857,7 +758,11 @@ class _LiveStream:
         self.visible = False
         self.list_content = False
         self.streamed_result: Any = None
-        self.error: BaseException | None = None
+
+    def _request(self) -> tuple[Any, list[BaseMessage], RunnableConfig, dict[str, Any]]:
+        att = self.req.runs[self.call.attempt]
+        model, messages, _n = self.router._plan(self.req, self.call)
+        return model, messages, att.config, self.router._kwargs_for(self.req, self.call, model)
 
     def add(self, chunk: AIMessageChunk) -> AIMessageChunk | None:
         """Record a chunk; return it if it should go to the caller now."""
@@ -886,58 +791,104 @@ class _LiveStream:
         self.streamed_result = result
         return result
 
-    def failed(self, exc: BaseException) -> None:
-        self.error = exc
 
-    def undeliverable(self, policy: CascadePolicy, action: Finish) -> CascadeError:
-        """The final tier's streamed answer was rejected after reaching the caller (failed or unusable)."""
-        trace = policy.trace
-        cause = self.error or RuntimeError(trace.attempts[-1].reason or "unusable answer")
-        reason = (f"{self.call.tier.name} failed after its answer had started streaming "
-                  f"({describe_exception(cause)}); {action.attempt.model} cannot be delivered after it")
-        trace.outcome = "error"
-        trace.reasons.append(reason)
-        return TierCallError(reason, trace, cause=cause, status_code=trace.attempts[-1].status_code)
+class _SyncLive(_LiveStream):
+    def open(self) -> Iterator[AIMessageChunk]:
+        model, messages, config, kwargs = self._request()
+        return model.stream(messages, config, **kwargs)
+
+
+class _AsyncLive(_LiveStream):
+    async def open(self) -> AsyncIterator[AIMessageChunk]:
+        model, messages, config, kwargs = self._request()
+        return model.astream(messages, config, **kwargs)
+
+
+class _Attempts(drive.AttemptIO):
+    """The router's blocking I/O for one request: one chain run per attempt around the tier model's call."""
+
+    def __init__(self, router: ConfidenceRouter, req: _Request, *, streaming: bool = False) -> None:
+        self.router = router
+        self.req = req
+        self.streaming = streaming
+        self.live_stream: _LiveStream | None = None
+
+    def begin(self, call: TierCall) -> None:
+        self.router._open_attempt(self.req, call)
+
+    def call(self, call: TierCall) -> TierResult:
+        router, req = self.router, self.req
+        model, messages, n = router._plan(req, call)
+        kwargs = router._kwargs_for(req, call, model)
+        config = req.runs[call.attempt].config
+        if n == 1:
+            return tier_result(model.invoke(messages, config, **kwargs))
+        outputs: list[Any] = []
+        for _ in range(n):
+            try:
+                outputs.append(model.invoke(messages, _sibling(config), **kwargs))
+            except Exception as exc:
+                outputs.append(exc)
+        return combine_samples(outputs)
+
+    def committed(self, call: TierCall) -> bool:
+        return self.router._committed(self.req, call)
+
+    def live(self, call: TierCall) -> _SyncLive | None:
+        if not (self.streaming and self.router._live(call)):
+            return None
+        self.live_stream = _SyncLive(self.router, self.req, call)
+        return self.live_stream
+
+    def end(self, step: drive.Step) -> None:
+        self.router._close_attempt(self.req, step)
+
+
+class _AsyncAttempts(drive.AsyncAttemptIO):
+    """The router's async I/O for one request (see :class:`_Attempts`)."""
+
+    def __init__(self, router: ConfidenceRouter, req: _Request, *, streaming: bool = False) -> None:
+        self.router = router
+        self.req = req
+        self.streaming = streaming
+        self.live_stream: _LiveStream | None = None
+
+    async def begin(self, call: TierCall) -> None:
+        await self.router._aopen_attempt(self.req, call)
+
+    async def call(self, call: TierCall) -> TierResult:
+        router, req = self.router, self.req
+        model, messages, n = router._plan(req, call)
+        kwargs = router._kwargs_for(req, call, model)
+        config = req.runs[call.attempt].config
+        if n == 1:
+            return tier_result(await model.ainvoke(messages, config, **kwargs))
+        outputs = await asyncio.gather(*(model.ainvoke(messages, _sibling(config), **kwargs) for _ in range(n)),
+                                       return_exceptions=True)
+        return combine_samples(list(outputs))
+
+    def committed(self, call: TierCall) -> bool:
+        return self.router._committed(self.req, call)
+
+    def timeout(self, call: TierCall) -> float | None:
+        return self.router._timeout(call)
+
+    def live(self, call: TierCall) -> _AsyncLive | None:
+        if not (self.streaming and self.router._live(call)):
+            return None
+        self.live_stream = _AsyncLive(self.router, self.req, call)
+        return self.live_stream
+
+    async def end(self, step: drive.Step) -> None:
+        await self.router._aclose_attempt(self.req, step)
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-async def within(chunks: AsyncIterator[Any], timeout: float | None) -> AsyncIterator[Any]:
-    """The chunks of a live stream, each (the first included) within ``timeout`` seconds of the last.
-
-    This is the attempt timeout of a streamed call, as LiteLLM's client applies it: a bound on the
-    wait for the first token and on every stall, not on a long answer that keeps coming.
-    """
-    iterator = aiter(chunks)
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(timeout):  # in this task (no task per chunk, context kept)
-                    chunk = await anext(iterator)
-            except StopAsyncIteration:
-                return
-            yield chunk
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-def _explained(exc: Exception, timeout: float | None, what: str) -> Exception:
-    """asyncio's bare TimeoutError, with the attempt timeout that raised it."""
-    if isinstance(exc, TimeoutError) and not str(exc) and timeout is not None:
-        return TimeoutError(f"{what} within {timeout:g} s (attempt timeout)")
-    return exc
-
-
-def _kind(call: TierCall) -> str:
-    return getattr(call, "kind", "answer") or "answer"
-
-
 def _streams(call: TierCall) -> bool:
     """Calls whose answer goes to the caller as it is written (not judges, not sample votes)."""
-    return _kind(call) in ("answer", "clarify")
+    return call.purpose in ("answer", "clarify")
 
 
 def _sibling(config: RunnableConfig) -> RunnableConfig:
@@ -946,7 +897,7 @@ def _sibling(config: RunnableConfig) -> RunnableConfig:
 
 
 def _attempt_inputs(call: TierCall) -> dict[str, Any]:
-    return {"tier": call.tier.name, "attempt": call.attempt, "final": call.final, "purpose": _kind(call)}
+    return {"tier": call.tier.name, "attempt": call.attempt, "final": call.final, "purpose": call.purpose}
 
 
 def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> RunnableConfig:
@@ -964,7 +915,7 @@ def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerFo
 
 def _messages_for(req: _Request, call: TierCall) -> list[BaseMessage]:
     """The request's messages; for a clarify call, with the policy's instruction as the system prompt."""
-    if call.kind != "clarify" or not call.instruction:
+    if call.purpose != "clarify" or not call.instruction:
         return req.messages
     messages = list(req.messages)
     if messages and isinstance(messages[0], SystemMessage):  # one leading system message suits every provider
