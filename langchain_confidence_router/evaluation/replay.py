@@ -18,7 +18,7 @@ The cost of a request is the sum over every tier it called.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from ..core import drive
 from ..core.config import ConfidenceSettings, RouterConfig
 from ..core.engine import Cascade
 from ..core.errors import CascadeError, ConfigError
-from ..core.policy import CascadePolicy, Finish, TierCall, TierResult
+from ..core.policy import CascadePolicy, Fail, Finish, TierCall, TierResult
 from ..core.tiers import Tier, build_tiers
 from ..core.tokens import TokenLogprobs
 from .calibrate import predict_array, score_array
@@ -38,6 +38,7 @@ __all__ = [
     "ReplayOutcome",
     "replay_arrays",
     "replay_config",
+    "replay_request",
     "replay_tiers",
     "replay_with_policy",
     "tier_confidence",
@@ -261,3 +262,52 @@ def _recorded_answers(policy: _RecordedSignalsPolicy, runs: RecordedRuns, matrix
                           tokens_in=record.tokens_in, tokens_out=record.tokens_out)
 
     return answer
+
+
+class _RecordedLive:
+    """A recorded answer replayed as the final tier's live stream: one chunk, visible if it has text."""
+
+    def __init__(self, answer: drive.CallFn, call: TierCall) -> None:
+        self.answer = answer
+        self.call = call
+        self.recorded: TierResult | None = None
+        self.visible = False
+
+    def open(self) -> list[str]:
+        self.recorded = self.answer(self.call)
+        return [self.recorded.text]
+
+    def add(self, chunk: str) -> str | None:
+        if chunk:
+            self.visible = True
+            return chunk
+        return None
+
+    def result(self) -> TierResult:
+        assert self.recorded is not None
+        return replace(self.recorded, streamed=True)
+
+
+class _RecordedIO(drive.AttemptIO):
+    def __init__(self, answer: drive.CallFn, stream: bool) -> None:
+        self.answer = answer
+        self.stream = stream
+
+    def call(self, call: TierCall) -> TierResult:
+        return self.answer(call)
+
+    def live(self, call: TierCall) -> _RecordedLive | None:
+        if self.stream and call.final and call.purpose in ("answer", "clarify"):
+            return _RecordedLive(self.answer, call)
+        return None
+
+
+def replay_request(cascade: Cascade, answer: drive.CallFn, *, stream: bool = False,
+                   **policy_kwargs: Any) -> Finish | Fail:
+    """Replay one request: the real policy, driven by the adapters' own loop, with recorded answers.
+
+    ``answer(call)`` returns the recorded :class:`TierResult` of each tier call (or raises its recorded
+    error). With ``stream=True`` the final tier is replayed as the adapters stream it live, so its answer
+    counts as already delivered. ``policy_kwargs`` go to :meth:`Cascade.policy` (request text,
+    conversation, user, thresholds)."""
+    return drive.run(cascade.policy(**policy_kwargs), _RecordedIO(answer, stream))
