@@ -14,6 +14,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from ..core import RequestTrace
+from ._compat import annotate_open_run
 
 #: Custom event sent after every tier attempt; data: ``{"request_id", "run_id", "attempt": AttemptTrace json}``.
 ATTEMPT_EVENT = "confidence_router.attempt"
@@ -73,15 +74,5 @@ def annotate_run(handlers: Sequence[BaseCallbackHandler], run_id: UUID, metadata
     """Add metadata and tags to a run that is still open in any tracer (LangSmith's among them).
 
     Callbacks can only set metadata when a run starts, but confidence and decision are known only
-    when it ends. Tracers keep open runs in ``run_map`` and send the run's metadata and tags again
-    when it ends, so updating them there before ``on_chain_end`` puts them on the recorded run.
-    """
-    key = str(run_id)
-    for handler in handlers:
-        run_map = getattr(handler, "run_map", None)
-        run = run_map.get(key) if isinstance(run_map, dict) else None
-        if run is None:
-            continue
-        run.extra = {**(run.extra or {}), "metadata": {**(run.extra or {}).get("metadata", {}), **metadata}}
-        if tags:
-            run.tags = [*(run.tags or []), *(t for t in tags if t not in (run.tags or []))]
+    when it ends; see :func:`._compat.annotate_open_run` for how (tracer internals)."""
+    annotate_open_run(handlers, run_id, metadata, tags)

@@ -34,10 +34,9 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.chat_model_stream import AsyncChatModelStream, ChatModelStream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.config import ensure_config, patch_config
-from langchain_core.tracers._streaming import _StreamingCallbackHandler
 from langchain_core.utils.uuid import uuid7
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -58,6 +57,7 @@ from ..core import (
     parse_config,
 )
 from ..core.human import conversation_key
+from ._compat import async_protocol_stream, protocol_stream, streaming_handler
 from ._messages import (
     TRACE_KEY,
     answer_message,
@@ -105,7 +105,7 @@ class _Request:
 
     @property
     def streaming_handler(self) -> Any:
-        return next((h for h in self.rm.handlers if isinstance(h, _StreamingCallbackHandler)), None)
+        return streaming_handler(self.rm.handlers)
 
 
 @dataclass
@@ -649,36 +649,7 @@ class ConfidenceRouter(BaseChatModel):
         **kwargs: Any,
     ) -> ChatModelStream:
         """Protocol events from the router's own stream, so the request stays one chain run."""
-        from langchain_core.language_models._compat_bridge import chunks_to_events
-        from langchain_protocol.protocol import MessageFinishData
-
-        stream = ChatModelStream()
-        events: list[Iterator[Any]] = []
-
-        def start() -> None:
-            if not events:
-                chunks = (ChatGenerationChunk(message=c) for c in self.stream(input, config, stop=stop, **kwargs))
-                events.append(chunks_to_events(chunks, generation_info=stream._generation_info))
-
-        def pump_one() -> bool:
-            start()
-            try:
-                event = next(events[0])
-            except StopIteration:
-                if not stream.done and stream.has_events:
-                    stream.dispatch(MessageFinishData(event="message-finish"))
-                elif not stream.done:
-                    stream.fail(ValueError("No generation chunks were returned"))
-                return False
-            except BaseException as exc:
-                stream.fail(exc)
-                return False
-            stream.dispatch(event)
-            return True
-
-        stream.set_start(start)
-        stream.bind_pump(pump_one)
-        return stream
+        return protocol_stream(lambda: self.stream(input, config, stop=stop, **kwargs))
 
     async def _achat_model_stream_v3(
         self,
@@ -688,34 +659,7 @@ class ConfidenceRouter(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncChatModelStream:
-        from langchain_core.language_models._compat_bridge import achunks_to_events
-        from langchain_protocol.protocol import MessageFinishData
-
-        stream = AsyncChatModelStream()
-
-        async def chunks() -> AsyncIterator[ChatGenerationChunk]:
-            async for chunk in self.astream(input, config, stop=stop, **kwargs):
-                yield ChatGenerationChunk(message=chunk)
-
-        async def produce() -> None:
-            try:
-                async for event in achunks_to_events(chunks(), generation_info=stream._generation_info):
-                    stream.dispatch(event)
-                if not stream.done and stream.has_events:
-                    stream.dispatch(MessageFinishData(event="message-finish"))
-                elif not stream.done:
-                    stream.fail(ValueError("No generation chunks were returned"))
-            except BaseException as exc:
-                stream.fail(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-
-        async def start() -> None:
-            if stream._producer_task is None:
-                stream._producer_task = asyncio.get_running_loop().create_task(produce())
-
-        stream.set_start(start)
-        return stream
+        return async_protocol_stream(lambda: self.astream(input, config, stop=stop, **kwargs))
 
     # ------------------------------------------------------------------ legacy generate()
 
