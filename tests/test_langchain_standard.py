@@ -22,7 +22,7 @@ from langchain_confidence_router.testing import ModelBehaviour
 
 SERDES_REASON = (
     "langchain-core 1.7 `load()` only revives classes in its own import mappings, so a third-party chat "
-    "model that holds other chat models cannot round-trip (DESIGN.md section 5)"
+    "model that holds other chat models cannot round-trip"
 )
 OFFLINE_MEDIA_REASON = (
     "needs a multimodal tier and downloads sample media from the internet; the router passes content "

@@ -1,6 +1,6 @@
 """Prepare the tier chat models: logprobs on as fields, a non-streaming twin, router-wide parameters.
 
-``.bind(logprobs=True)`` does not survive ``bind_tools()`` / ``with_structured_output()`` (DESIGN 5),
+``.bind(logprobs=True)`` does not survive ``bind_tools()`` / ``with_structured_output()`` (langchain-core 1.7),
 so logprobs are set as fields with ``model_copy``. Each tier gets a *quiet* copy
 (``disable_streaming=True``) for calls whose answer may still be rejected, so no rejected token ever
 reaches a stream or a streaming callback, a *live* copy for the final call, and a *plain* quiet copy
@@ -80,7 +80,7 @@ def _prepare(model: Any, k: int, overrides: Mapping[str, Any], *, quiet: bool) -
             update["logprobs"] = True
             if "top_logprobs" in fields and k > 0:
                 update["top_logprobs"] = k
-        # A custom base_url turns streamed usage off unless asked for (DESIGN 5).
+        # langchain-openai turns streamed usage off for a custom base_url unless asked for.
         if "stream_usage" in fields and getattr(model, "stream_usage", None) is None:
             update["stream_usage"] = True
         for param, value in overrides.items():

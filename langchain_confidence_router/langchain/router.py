@@ -7,7 +7,7 @@ is an LLM run, so LangSmith would count the answer's tokens on the router *and* 
 produced them, and it could not nest tier runs while streaming. Here every request is one chain run
 (``ConfidenceRouter``) with one child chain run per tier attempt (pre-assigned run id; tags and
 metadata carry tier, threshold, confidence, decision and cost) around the tier model's own LLM run,
-which is the only place usage is reported (DESIGN 5).
+which is the only place usage is reported.
 """
 
 from __future__ import annotations
