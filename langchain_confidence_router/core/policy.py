@@ -237,7 +237,11 @@ class CascadePolicy:
         if isinstance(action, CallTier) and action.call.judges == call.attempt:
             return action  # the answer waits for its judge's verdict
         settled = (call.attempt, call.judges) if call.judges is not None else (call.attempt,)
-        return replace(action, settled=settled)
+        if isinstance(action, CallTier):  # plain constructors: dataclasses.replace costs microseconds here
+            return CallTier(action.call, settled)
+        if isinstance(action, Finish):
+            return Finish(action.result, action.attempt, action.trace, settled)
+        return Fail(action.error, settled)
 
     def _judge(self, call: TierCall, result: TierResult, latency_ms: float | None, committed: bool) -> Action:
         if call.purpose == "verify":
