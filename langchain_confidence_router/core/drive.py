@@ -189,8 +189,8 @@ def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish |
 
 
 def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
-    """Drive ``policy`` to its end with every call whole: :func:`drive` without a live attempt (and
-    without a generator's overhead, which is most of the loop's cost on this path)."""
+    """Drive ``policy`` to its end with every call whole (``io.live`` is not asked): :func:`drive` without a
+    live attempt, and without a generator's overhead on this hot path."""
     action: Action = policy.start()
     while isinstance(action, CallTier):
         call = action.call

@@ -310,4 +310,12 @@ def replay_request(cascade: Cascade, answer: drive.CallFn, *, stream: bool = Fal
     error). With ``stream=True`` the final tier is replayed as the adapters stream it live, so its answer
     counts as already delivered. ``policy_kwargs`` go to :meth:`Cascade.policy` (request text,
     conversation, user, thresholds)."""
-    return drive.run(cascade.policy(**policy_kwargs), _RecordedIO(answer, stream))
+    policy, io = cascade.policy(**policy_kwargs), _RecordedIO(answer, stream)
+    if not stream:
+        return drive.run(policy, io)
+    chunks = drive.drive(policy, io)
+    while True:
+        try:
+            next(chunks)
+        except StopIteration as stop:
+            return stop.value
