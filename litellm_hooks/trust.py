@@ -96,8 +96,9 @@ def settings(model: str, messages: list[Any], optional_params: Mapping[str, Any]
         raise RequestRejected("model", "a proxy request can only call a cascade deployment of the proxy's "
                               "model_list", model)
     configured = deployment.get("litellm_params") or {}
-    for name in _overridden(optional_params, configured):
-        raise RequestRejected(name, _refusal(name), model)
+    overridden = _overridden(optional_params, configured)
+    if overridden:
+        raise RequestRejected(overridden[0], _refusal(overridden[0]), model)
     body = (litellm_params.get("proxy_server_request") or {}).get("body")
     if isinstance(body, Mapping):
         check_fields(body, model)
@@ -105,7 +106,7 @@ def settings(model: str, messages: list[Any], optional_params: Mapping[str, Any]
     check_request(messages, {**optional_params, "user": client_user, "metadata": md}, options, model)
     block = configured.get("cascade")
     key = next((str(md[k]) for k in KEY_IDENTITY if md.get(k)), "anonymous")
-    user, conversation = key, conversation_key(last_first_user_text(messages), key)
+    user, conversation = key, conversation_key(first_user_text(messages), key)
     if options.trust_client_ids:
         if client_user or md.get("user_id"):
             user = f"{key}:{client_user or md.get('user_id')}"
@@ -174,7 +175,7 @@ def options_for_group(router: Router | None, group: Any) -> CascadeOptions | Non
     return None
 
 
-def last_first_user_text(messages: list[Any]) -> str:
+def first_user_text(messages: list[Any]) -> str:
     """Text of the first user message: it stays the same for every turn of one conversation."""
     for message in messages:
         if isinstance(message, Mapping) and message.get("role") == "user":
