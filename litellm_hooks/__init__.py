@@ -23,6 +23,7 @@ from .options import CascadeOptions
 from .output import BODY_FIELD, HEADERS_KEY, TRACE_KEY
 from .registration import default_retries, register
 from .registry import bind_router, clear_caches, unbind_router
+from .trust import RequestRejected
 
 __all__ = [
     "BODY_FIELD",
@@ -32,6 +33,7 @@ __all__ = [
     "ConfidenceCallback",
     "ConfidenceLLM",
     "LowConfidenceError",
+    "RequestRejected",
     "bind_router",
     "clear_caches",
     "confidence_callback",

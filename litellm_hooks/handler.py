@@ -34,7 +34,7 @@ from langchain_confidence_router.core import (
     run_policy,
 )
 
-from . import output, registry
+from . import output, registry, trust
 from .calls import (
     CONTROL_PARAMS,
     LOGPROB_PARAMS,
@@ -44,7 +44,7 @@ from .calls import (
     call_tier,
     new_response_id,
 )
-from .options import DEFAULT_OPTIONS, CascadeOptions, parse_options
+from .options import DEFAULT_OPTIONS, CascadeOptions
 from .streaming import Action, StreamSession, astream, stream
 
 #: Nested cascades (a tier that is itself a cascade) are allowed this deep; deeper is a loop.
@@ -146,11 +146,15 @@ class ConfidenceLLM(CustomLLM):
         model_info = md.get("model_info") or litellm_params.get("model_info") or {}
         deployment_id = model_info.get("id") if isinstance(model_info, dict) else None
         group = md.get("model_group")
+        details = getattr(logging_obj, "model_call_details", None)
+        user = optional_params.get("user") or (details.get("user") if isinstance(details, dict) else None)
         try:
-            options = parse_options(optional_params.get("cascade_options"), self.default_options)
             router = registry.find_router(deployment_id)
-            block = optional_params.get("cascade")
-            cascade, key = registry.resolve_cascade(block if block is not None else registry.named_block(model))
+            # a proxy client's request: cascade and options from the deployment only (see trust.py)
+            trusted = trust.settings(model, messages, optional_params, litellm_params, router, deployment_id,
+                                     self.default_options, user)
+            options = trusted.options
+            cascade, key = registry.resolve_cascade(trusted.block)
             registry.check_tiers(cascade, key, router, group)
         except ConfigError as exc:
             raise output.to_litellm_error(exc, model, 500, 0) from None
@@ -158,8 +162,6 @@ class ConfidenceLLM(CustomLLM):
         configured_retries = (deployment or {}).get("litellm_params", {}).get("num_retries")
         top = optional_params.get("top_logprobs")
         params = {k: v for k, v in optional_params.items() if k not in CONTROL_PARAMS and k not in LOGPROB_PARAMS}
-        details = getattr(logging_obj, "model_call_details", None)
-        user = optional_params.get("user") or (details.get("user") if isinstance(details, dict) else None)
         if user and "user" not in params:  # LiteLLM keeps `user` out of a custom provider's optional_params
             params["user"] = user
         return RequestContext(
@@ -177,9 +179,8 @@ class ConfidenceLLM(CustomLLM):
             num_retries=int(configured_retries) if configured_retries is not None else 0,
             pass_through={k: litellm_params[k] for k in PASS_THROUGH_KWARGS if litellm_params.get(k)},
             internal_tiers=options.mode == "cascade",
-            conversation=_text(md.get("conversation_id") or litellm_params.get("litellm_session_id")
-                               or md.get("session_id")),
-            user=_text(user or md.get("user_id") or md.get("user_api_key_end_user_id")),
+            conversation=trusted.conversation,
+            user=trusted.user,
         )
 
     def _billed(self, ctx: RequestContext, total: float) -> float:
@@ -234,10 +235,6 @@ class ConfidenceLLM(CustomLLM):
     def _failed(self, ctx: RequestContext, error: CascadeError) -> Exception:
         output.record_trace(ctx.metadata, error.trace, ctx.options)
         return output.to_litellm_error(error, ctx.group, output.error_status(error), ctx.num_retries)
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value else None
 
 
 def _before_first_chunk(error: LowConfidenceError) -> Exception:

@@ -1,7 +1,8 @@
 """Operator switches of a cascade deployment (``litellm_params.cascade_options``).
 
-They decide what leaves the gateway, never how a request is routed: routing lives in the cascade
-configuration (the same schema as the YAML file) and in the core policy.
+They decide what leaves the gateway and what a proxy client may ask for, never how a request is
+routed: routing lives in the cascade configuration (the same schema as the YAML file) and in the core
+policy. In the proxy they come from the deployment only; a request cannot set them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ class CascadeOptions(BaseModel):
     headers: bool = Field(True, description="emit x-confidence-* headers (needs the proxy callback)")
     spend_logs_metadata: bool = Field(
         True, description="write the trace into metadata.spend_logs_metadata, which every LiteLLM logger sees"
+    )
+    max_n: int = Field(1, ge=1, le=128, description="largest `n` a proxy client may ask for (only choices[0] "
+                       "is scored; every tier call returns n answers)")
+    max_input_chars: int = Field(400_000, ge=1, description="largest total message content (characters) a proxy "
+                                 "client may send; longer requests are refused before any tier call")
+    trust_client_ids: bool = Field(
+        False, description="key the A/B arm and the clarify count by the client's `user` and "
+        "`metadata.conversation_id` (scoped to its API key) instead of by the API key and the first message",
     )
 
 

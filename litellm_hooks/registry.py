@@ -3,7 +3,8 @@
 It lives in the installed package (not next to a proxy's config.yaml) so the handler instance the
 proxy imports and the one Python code registers see the same caches. A cascade is resolved once per
 configuration (keyed by a hash of the deployment's ``cascade`` block, or by file path and mtime), not
-once per request.
+once per request. Every cache here is bounded (least recently used entries are evicted), since
+trusted Python callers may pass a new inline block on every call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import sys
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +26,37 @@ if TYPE_CHECKING:
 
 BLOCK_SOURCE = "litellm_params.cascade"
 
+#: Most resolved cascades kept (a deployment's block is one entry; more only for Python inline blocks).
+MAX_CASCADES = 256
+#: Most (cascade, Router) tier checks and block-identity shortcuts kept.
+MAX_CHECKS = 1024
+
+
+class BoundedCache(OrderedDict):  # type: ignore[type-arg]
+    """A dict that keeps its ``limit`` most recently used entries (callers hold ``_lock`` when writing)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            self.move_to_end(key)
+        except KeyError:
+            return default
+        return self[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
 _lock = threading.Lock()
-_cascades: dict[str, Cascade] = {}
-_by_identity: dict[int, tuple[Any, str, Cascade]] = {}
-_checked: set[tuple[str, int]] = set()
+_cascades = BoundedCache(MAX_CASCADES)  # key -> Cascade
+_by_identity = BoundedCache(MAX_CHECKS)  # id(block) -> (block, key, Cascade)
+_checked = BoundedCache(MAX_CHECKS)  # (key, id(router)) -> True
 _routers: list[weakref.ref[Router]] = []
 _named: dict[str, Any] = {}
 
@@ -111,7 +140,8 @@ def resolve_cascade(block: Any) -> tuple[Cascade, str]:
     mapping ``{config_path: file.yaml}``, or a path string. Relative paths are tried next to the
     proxy's config file first, then from the working directory.
     """
-    hit = _by_identity.get(id(block))
+    with _lock:
+        hit = _by_identity.get(id(block))
     if hit is not None and hit[0] is block:
         return hit[2], hit[1]
     if block is None:
@@ -128,33 +158,34 @@ def resolve_cascade(block: Any) -> tuple[Cascade, str]:
             raise ConfigError(f"config_path {path!r}: cannot read the file ({exc.strerror or exc})",
                               source=BLOCK_SOURCE, fields=["config_path"]) from None
         key = f"file:{resolved}:{mtime}"
-        cascade = _cascades.get(key)
+        with _lock:
+            cascade = _cascades.get(key)
         if cascade is None:
             cascade = Cascade.from_config(load_config(resolved))
             with _lock:
-                _cascades[key] = cascade
+                _cascades.put(key, cascade)
         return cascade, key  # files are not identity-cached: an edited file is picked up by its mtime
     if not isinstance(block, Mapping):
         raise ConfigError(f"expected a mapping or a path, got {type(block).__name__}", source=BLOCK_SOURCE)
     canonical = json.dumps(block, sort_keys=True, default=str)
     key = "inline:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    cascade = _cascades.get(key)
+    with _lock:
+        cascade = _cascades.get(key)
     if cascade is None:
         cascade = Cascade.from_config(parse_config(dict(block), source=f"<{BLOCK_SOURCE}>"))
         with _lock:
-            _cascades[key] = cascade
+            _cascades.put(key, cascade)
     with _lock:
-        if len(_by_identity) > 1024:
-            _by_identity.clear()
-        _by_identity[id(block)] = (block, key, cascade)
+        _by_identity.put(id(block), (block, key, cascade))
     return cascade, key
 
 
 def check_tiers(cascade: Cascade, key: str, router: Router, own_group: str | None) -> None:
     """Fail with a ConfigError naming the field when a tier is not a model group of ``router``."""
     token = (key, id(router))
-    if token in _checked:
-        return
+    with _lock:
+        if _checked.get(token):
+            return
     known = set(router.model_names) | set(getattr(router, "model_group_alias", None) or {})
     wildcard = any("*" in name for name in known)
     for tier in cascade.tiers:
@@ -168,7 +199,7 @@ def check_tiers(cascade: Cascade, key: str, router: Router, own_group: str | Non
                 f"(known: {', '.join(sorted(known)) or 'none'})", source=BLOCK_SOURCE, fields=[f"models.{i}.name"],
             )
     with _lock:
-        _checked.add(token)
+        _checked.put(token, True)
 
 
 def clear_caches() -> None:

@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     LogprobError,
     MissingLogprobsError,
+    OverrideError,
     TierCallError,
 )
 from .filters import TOKEN_FILTERS, apply_filter, filter_mask
@@ -47,6 +48,7 @@ __all__ = [
     "LogprobError",
     "MissingLogprobsError",
     "ModelSpec",
+    "OverrideError",
     "RequestTrace",
     "RouterConfig",
     "SignalParams",

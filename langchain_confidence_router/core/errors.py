@@ -41,6 +41,14 @@ class ConfigError(ConfidenceRouterError, ValueError):
         super().__init__(f"{source}: {message}" if source else message)
 
 
+class OverrideError(ConfidenceRouterError, ValueError):
+    """A per-call override (e.g. ``thresholds``) that is not allowed; ``field`` names it, e.g. ``thresholds.smal``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
 class CascadeError(ConfidenceRouterError):
     """A request that ended without an answer. `trace` holds every attempt made."""
 

@@ -48,6 +48,7 @@ from ..core import (
     CascadePolicy,
     Fail,
     Finish,
+    OverrideError,
     RouterConfig,
     StreamAccumulator,
     TierCall,
@@ -279,7 +280,8 @@ class ConfidenceRouter(BaseChatModel):
         elif value:
             unknown = [name for name in value if name not in self._tiers]
             if unknown:
-                raise ValueError(f"thresholds name unknown tier(s) {unknown}; tiers: {self.tier_names}")
+                raise OverrideError(f"thresholds.{unknown[0]}", f"thresholds name unknown tier(s) {unknown}; "
+                                    f"tiers: {self.tier_names}")
         human: dict[str, Any] = {}
         if self.config.human is not None:  # triggers read the request; clarify/A-B are keyed per conversation
             metadata = config.get("metadata") or {}
@@ -878,15 +880,24 @@ def _event_config(req: _Request) -> RunnableConfig:
 
 
 def _checked_thresholds(value: Any) -> Any:
-    for v in [value] if isinstance(value, int | float) else (value or {}).values():
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"thresholds must be within 0..1 (got {v})")
+    """A threshold override (one number, or numbers by tier name); an :class:`OverrideError` names a bad one."""
+    if value is None:
+        return value
+    if not isinstance(value, int | float | Mapping) or isinstance(value, bool):
+        raise OverrideError("thresholds", f"expected a number or a mapping of tier name to number, got "
+                            f"{type(value).__name__}")
+    items = [("thresholds", value)] if not isinstance(value, Mapping) else [
+        (f"thresholds.{name}", v) for name, v in value.items()]
+    for name, v in items:
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+            raise OverrideError(name, f"thresholds must be within 0..1 (got {v!r})")
     return value
 
 
 def _normalised(data: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments with the config parsed and a list of models named."""
     data = dict(data)
+    _checked_thresholds(data.get("thresholds"))  # an OverrideError, not a pydantic one (configurable_fields too)
     config = data.get("config")
     if isinstance(config, str | Path):
         data["config"] = load_config(config)
