@@ -27,6 +27,7 @@ import pytest
 
 from langchain_confidence_router.cli import main as cli_main
 from langchain_confidence_router.core.trace import AttemptTrace, RequestTrace
+from langchain_confidence_router.evaluation.labels import export_labels
 from langchain_confidence_router.evaluation.runs import read_runs
 from langchain_confidence_router.human.abtest import _count_rows
 from langchain_confidence_router.human.store import (
@@ -200,7 +201,7 @@ def test_round_trip_record_pending_label_export_decisions(store: ReviewStore, tm
     assert store.count() == {"decisions": 4, "pending": 0, "labels": 4}
 
     out = tmp_path / "labels.jsonl"
-    assert store.export_labels(out) == 3  # the request no model answered has nothing to calibrate
+    assert export_labels(store, out) == 3  # the request no model answered has nothing to calibrate
     runs = read_runs(out)  # the recorded-run reader `tune` uses accepts the file
     by_id = {r.item_id: r for r in runs}
     assert set(by_id) == {auto.request_id, assisted.request_id, primary.request_id}
