@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=2000, help="requests per arm")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-audit", action="store_true", help="record to PostgreSQL only (no audit log)")
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency in seconds")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bench-recording-"))
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         try:
             config = proxy_config(upstream.base_url, {
                 "off": cascade({}),
-                "on": cascade({"store": pg, "audit_log": str(folder / "audit.jsonl")}),
+                "on": cascade({"store": pg, **({} if args.no_audit else {"audit_log": str(folder / "audit.jsonl")})}),
             }, ("small",))
             proxy = start_proxy(config, folder, {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
             try:
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             stored = store.count()["decisions"]
     off, on = res["off"], res["on"]
     ratio = on.throughput / off.throughput
-    audit_lines = len((folder / "audit.jsonl").read_text().splitlines())
+    audit = folder / "audit.jsonl"
+    audit_lines = len(audit.read_text().splitlines()) if audit.exists() else 0
     on_sent = len(on.outcomes) + max(args.clients, 200)
     print(f"{args.clients} clients, {len(off.outcomes)} requests per arm, {seconds:.0f} s, "
           f"upstream {args.latency * 1000:.0f} ms")
