@@ -106,6 +106,7 @@ class RecordingWriter:
         *,
         queue_size: int = 10_000,
         batch_size: int = 200,
+        batch_wait_s: float = 0.05,
         on_full: str = "block",
         block_timeout_s: float = 0.05,
         flush_timeout_s: float = 10.0,
@@ -114,6 +115,7 @@ class RecordingWriter:
             raise ValueError(f"human.recording.on_full must be 'block' or 'drop', not {on_full!r}")
         self.sinks = list(sinks)
         self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
         self.on_full = on_full
         self.block_timeout_s = block_timeout_s
         self.flush_timeout_s = flush_timeout_s
@@ -174,6 +176,10 @@ class RecordingWriter:
                 return
             batch = [first]
             stop = False
+            # Sleep a little, then drain: waiting on the queue instead would wake this thread (and take
+            # the interpreter lock from the request path) on every put, hundreds of times a second.
+            if self.batch_wait_s > 0 and self._queue.qsize() < self.batch_size and not self._closed:
+                time.sleep(self.batch_wait_s)
             while len(batch) < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
@@ -280,7 +286,8 @@ def writers_for(config: RouterConfig) -> list[RecordingWriter]:
 
         sinks.append(AuditSink(AuditLog(config.resolve_path(human.audit_log), include_text=human.store_text)))
     rec = human.recording
-    return [RecordingWriter(sinks, queue_size=rec.queue_size, batch_size=rec.batch_size, on_full=rec.on_full,
+    return [RecordingWriter(sinks, queue_size=rec.queue_size, batch_size=rec.batch_size,
+                            batch_wait_s=rec.batch_wait_s, on_full=rec.on_full,
                             block_timeout_s=rec.block_timeout_s, flush_timeout_s=rec.flush_timeout_s)]
 
 
