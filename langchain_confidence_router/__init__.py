@@ -24,6 +24,7 @@ from .core import (
     normalize_logprobs,
     parse_config,
 )
+from .human import recording as _recording  # noqa: F401  (wires a human: section's store and audit log)
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ from langchain_confidence_router.core.human import (
     assign_arm,
     default_frustration,
 )
+from langchain_confidence_router.human.recording import flush_all
 
 
 def entries(value: float, gap: float) -> dict:
@@ -220,6 +221,7 @@ def test_store_and_audit_log_record_every_request_including_failures(tmp_path: P
 
     with pytest.raises(AllTiersFailedError) as info:
         c.run(failing, request_text="secret question sk-test-123456")
+    assert flush_all(10)  # recording is written in the background
     store = open_store(str(tmp_path / "reviews.db"))
     assert {i.request_id for i in store.pending(10)} == {done.trace.request_id}
     lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]

@@ -27,6 +27,7 @@ import pytest
 
 from langchain_confidence_router.cli import main as cli_main
 from langchain_confidence_router.core.trace import AttemptTrace, RequestTrace
+from langchain_confidence_router.evaluation.labels import export_labels
 from langchain_confidence_router.evaluation.runs import read_runs
 from langchain_confidence_router.human.abtest import _count_rows
 from langchain_confidence_router.human.store import (
@@ -93,13 +94,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL binaries, or no user to run them as."""
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, fsync off), stopped after the module."""
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway PostgreSQL server (also used by benchmarks/bench_recording.py)."""
     bindir = _pg_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on PATH; "
-                    "install with: apt-get update && apt-get install -y postgresql")
+        raise PostgresUnavailable("PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on "
+                                  "PATH; install with: apt-get update && apt-get install -y postgresql")
     prefix: list[str] = []
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:  # initdb refuses to run as root
@@ -109,7 +124,7 @@ def pg_url() -> Iterator[str]:
                 owner = pwd.getpwnam(name)
                 break
         if runuser is None or owner is None:
-            pytest.skip("running as root without runuser or a postgres/nobody user to run PostgreSQL as")
+            raise PostgresUnavailable("running as root without runuser or a postgres/nobody user to run PostgreSQL as")
         prefix = [runuser, "-u", owner.pw_name, "--"]
     tmp = Path(tempfile.mkdtemp(prefix="cr-pg-"))  # under /tmp, not pytest's root-only 0700 dir
     if owner is not None:
@@ -200,7 +215,7 @@ def test_round_trip_record_pending_label_export_decisions(store: ReviewStore, tm
     assert store.count() == {"decisions": 4, "pending": 0, "labels": 4}
 
     out = tmp_path / "labels.jsonl"
-    assert store.export_labels(out) == 3  # the request no model answered has nothing to calibrate
+    assert export_labels(store, out) == 3  # the request no model answered has nothing to calibrate
     runs = read_runs(out)  # the recorded-run reader `tune` uses accepts the file
     by_id = {r.item_id: r for r in runs}
     assert set(by_id) == {auto.request_id, assisted.request_id, primary.request_id}
@@ -298,6 +313,21 @@ def test_re_recording_updates_and_keeps_resolution(store: ReviewStore) -> None:
     store.record(spot, spot_check=True)
     store.record(spot)  # a re-record does not cancel a spot check
     assert [p.request_id for p in store.pending()] == [spot.request_id]
+
+
+def test_record_many_writes_a_mixed_batch_in_one_go(store: ReviewStore) -> None:
+    auto = [make_trace("automated", 0.9, ts=T0 + i) for i in range(5)]
+    assisted = make_trace("human_assisted", 0.6, ts=T0 + 10)
+    spot = make_trace("automated", 0.95, ts=T0 + 11)
+    again = make_trace("human_assisted", 0.6, ts=T0 + 12)
+    store.record(again)
+    later = again.model_copy(deep=True)
+    later.route, later.confidence = "automated", 0.99
+    # the same id twice in one batch: the later trace wins (PostgreSQL refuses a row twice in one upsert)
+    store.record_many([*((t, False) for t in auto), (assisted, False), (spot, True), (again, False), (later, False)])
+    assert store.count()["decisions"] == 8
+    assert {p.request_id for p in store.pending()} == {assisted.request_id, spot.request_id}
+    assert store.get(again.request_id).confidence == pytest.approx(0.99)  # type: ignore[union-attr]
 
 
 def test_spot_check_queues_an_automated_answer(store: ReviewStore) -> None:

@@ -10,6 +10,7 @@ import yaml
 
 from langchain_confidence_router.cli import main
 from langchain_confidence_router.core import Cascade, TierResult, load_config, parse_config
+from langchain_confidence_router.human.recording import flush_all
 
 
 def entries(score: float) -> dict:
@@ -32,6 +33,7 @@ def test_labels_refit_the_calibration(tmp_path: Path, capsys: pytest.CaptureFixt
         score = rnd.random()
         done = cascade.run(lambda tc, s=score: TierResult(text="a", logprobs=entries(s)), request_text=f"q{i}")
         truth[done.trace.request_id] = rnd.random() < score  # higher confidence, more often right
+    assert flush_all(10)  # recording is written in the background
     store = open_store(str(tmp_path / "reviews.db"))
     for request_id, correct in truth.items():
         store.label(request_id, correct=correct, reviewer="test")

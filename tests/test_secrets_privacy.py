@@ -31,6 +31,7 @@ from langchain_openai import ChatOpenAI
 
 import litellm_hooks
 from langchain_confidence_router.core import CascadeError
+from langchain_confidence_router.human.recording import flush_all
 from langchain_confidence_router.langchain import ConfidenceRouter
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 
@@ -91,6 +92,7 @@ def store_dump(path: Path) -> str:
 
 def everything_written(folder: Path, traces: list[Any], caplog: pytest.LogCaptureFixture) -> dict[str, str]:
     """The places a secret or a prompt could end up, as text."""
+    assert flush_all(10)  # recording is written in the background
     return {
         "traces": "\n".join(json.dumps(t, default=str) for t in traces),
         "logs": "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records) + caplog.text,
@@ -168,6 +170,7 @@ def test_an_upstream_error_that_quotes_the_key_does_not_put_it_in_the_trace(serv
         router.invoke("Hi [echo-key]")
     assert "Incorrect API key" in str(info.value.trace.attempts[0].error)
     assert SECRET not in info.value.trace.model_dump_json()
+    assert flush_all(10)
     assert SECRET not in (tmp_path / "audit.jsonl").read_text(encoding="utf-8")
 
 
@@ -241,4 +244,5 @@ async def test_a_litellm_upstream_error_that_quotes_the_key_does_not_put_it_in_t
     assert dumped and all(t["outcome"] == "error" for t in dumped), traces
     assert any("API key" in str(a.get("error")) for t in dumped for a in t["attempts"]), dumped
     assert SECRET not in json.dumps(traces, default=str)  # the raised error's message included
+    assert flush_all(10)
     assert SECRET not in (folders[False] / "audit.jsonl").read_text(encoding="utf-8")

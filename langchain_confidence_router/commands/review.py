@@ -113,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"labelled {rec.request_id}: {'correct' if rec.correct else 'wrong'}"
                   f"{f' ({rec.decision})' if rec.decision else ''}")
             return 0
-        n = store.export_labels(args.out, since=parse_time(args.since))
+        from ..evaluation.labels import export_labels
+
+        n = export_labels(store, args.out, since=parse_time(args.since))
         print(f"wrote {n} labelled row(s) to {args.out}")
         return 0
 

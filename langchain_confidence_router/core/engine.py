@@ -8,8 +8,7 @@ interrupted safely from outside).
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +16,6 @@ from .config import RouterConfig, parse_config
 from .drive import AsyncCallFn, CallFn, acalls, arun, calls, finished, run
 from .policy import CascadePolicy, Finish, Observer
 from .tiers import Tier, build_tiers
-from .trace import RequestTrace
 
 
 def run_policy(policy: CascadePolicy, call_fn: CallFn) -> Finish:
@@ -94,31 +92,20 @@ class Cascade:
         return await arun_policy(self.policy(**policy_kwargs), call_fn)
 
 
+ObserverFactory = Callable[[RouterConfig], list[Observer]]
+_observer_factories: list[ObserverFactory] = []
+
+
+def register_observer_factory(factory: ObserverFactory) -> None:
+    """Let another package (the human-operations one) attach observers to every cascade it configures.
+
+    The core knows only the observer interface; what a ``human:`` section records where is wired by
+    whoever registers here.
+    """
+    if factory not in _observer_factories:
+        _observer_factories.append(factory)
+
+
 def observers_from_config(config: RouterConfig) -> list[Observer]:
-    """The review store and audit log a ``human:`` section asks for (opened once per cascade)."""
-    human = config.human
-    if human is None or not human.enabled:
-        return []
-    observers: list[Observer] = []
-    if human.store:
-        from ..human.store import open_store  # optional extra: SQLAlchemy
-
-        target = human.store if "://" in human.store else str(config.resolve_path(human.store))
-        store = open_store(target)
-        rate, store_text = human.spot_check_rate, human.store_text
-
-        def record(trace: RequestTrace, request_text: str, answer_text: str | None) -> None:
-            spot = trace.route == "automated" and rate > 0 and random.random() < rate
-            store.record(trace, store_text=store_text, spot_check=spot)
-
-        observers.append(record)
-    if human.audit_log:
-        from ..human.audit import AuditLog
-
-        audit = AuditLog(config.resolve_path(human.audit_log), include_text=human.store_text)
-
-        def write(trace: RequestTrace, request_text: str, answer_text: str | None) -> None:
-            audit.write(trace, prompt=request_text or None, answer=answer_text)
-
-        observers.append(write)
-    return observers
+    """The observers the registered factories build for ``config`` (opened once per cascade)."""
+    return [obs for factory in _observer_factories for obs in factory(config)]

@@ -146,6 +146,19 @@ class ABTest(_Strict):
     treatment: ArmSettings = Field(default_factory=ArmSettings)
 
 
+class RecordingSettings(_Strict):
+    """How decisions reach the review store and audit log: a bounded queue and a background writer."""
+
+    queue_size: int = Field(10_000, ge=1, description="decisions waiting to be written, at most")
+    batch_size: int = Field(200, ge=1, description="decisions per store transaction / audit append")
+    batch_wait_s: float = Field(0.05, ge=0.0, le=5.0, description="longest wait to fill a batch")
+    on_full: Literal["block", "drop"] = Field(
+        "block", description="full queue: 'block' waits up to block_timeout_s (never on an event loop), "
+        "then drops; 'drop' drops at once. Drops are counted, logged and noted in the trace")
+    block_timeout_s: float = Field(0.05, ge=0.0, le=5.0, description="longest wait for room with on_full=block")
+    flush_timeout_s: float = Field(10.0, ge=0.0, description="longest wait to write the queue at shutdown")
+
+
 class HumanSettings(_Strict):
     enabled: bool = True
     thresholds: HumanThresholds = Field(default_factory=HumanThresholds)
@@ -160,6 +173,7 @@ class HumanSettings(_Strict):
     spot_check_rate: float = Field(0.02, ge=0.0, le=1.0,
                                    description="share of automated answers also queued for review")
     audit_log: str | None = Field(None, description="JSONL file: one line per routing decision")
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
 
 
 # ------------------------------------------------------------------------------------------ triggers

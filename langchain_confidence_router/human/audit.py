@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,21 @@ class AuditLog:
         """Append one line for ``trace`` and return the record written (already scrubbed)."""
         record = audit_record(trace, include_text=self.include_text, prompt=prompt, answer=answer, extra=extra)
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        self._append(data)
+        return record
+
+    def write_many(
+        self,
+        entries: Sequence[tuple[RequestTrace, str | None, str | None, Mapping[str, Any] | None]],
+    ) -> None:
+        """Append one line per ``(trace, prompt, answer, extra)`` in a single write (a batch)."""
+        data = b"".join(
+            (json.dumps(audit_record(t, include_text=self.include_text, prompt=p, answer=a, extra=x),
+                        ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode()
+            for t, p, a, x in entries)
+        self._append(data)
+
+    def _append(self, data: bytes) -> None:
         with self._lock:
             if self._fd is None:
                 raise ValueError(f"audit log {self.path} is closed")
@@ -132,7 +147,6 @@ class AuditLog:
                 view = view[os.write(self._fd, view):]
             if self.fsync:
                 os.fsync(self._fd)
-        return record
 
     def reopen(self) -> None:
         """Reopen the path, e.g. after logrotate renamed the file (call it from a SIGHUP handler)."""

@@ -2,7 +2,7 @@
 
 Why a database and not log files: reviewers work a queue (pending items, resolved once labelled),
 monitoring needs "the last N labelled automated answers", and labels must flow back into
-recalibration (``export_labels`` writes recorded-run JSONL that ``confidence-router tune`` reads).
+recalibration (``evaluation.labels.export_labels`` writes recorded-run JSONL for ``confidence-router tune``).
 
 ``open_store(url_or_path)``: a plain path or ``sqlite:///...`` is SQLite (the default, zero setup);
 ``postgresql://...`` (or ``postgres://``) is PostgreSQL through psycopg 3. Tables are created on open.
@@ -294,6 +294,7 @@ class ReviewStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._upsert_stmt: Any = None
         # SQLite: one writer at a time and a pysqlite connection is not for concurrent use; serialise.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -350,9 +351,53 @@ class ReviewStore:
         monitoring measure calibration of the answers nobody else looks at.
         Recording the same request id again updates it (a resolved item stays resolved).
         """
+        self.record_many([(trace, spot_check)], store_text=store_text)
+
+    def record_many(self, items: Iterable[tuple[RequestTrace, bool]], *, store_text: bool = False) -> None:
+        """Store ``(trace, spot_check)`` pairs in one transaction (the background writer's batches)."""
+        latest = {_check_id(trace.request_id): (trace, spot) for trace, spot in items}  # one row per id
+        if self.dialect not in ("sqlite", "postgresql"):
+            with self._begin() as conn:
+                for trace, spot_check in latest.values():
+                    self._record(conn, trace, store_text=store_text, spot_check=spot_check)
+            return
+        decisions = [self._decision_row(trace) for trace, _ in latest.values()]
+        queued = [(t, s) for t, s in latest.values() if t.route in HANDOFF_ROUTES or (s and t.route == "automated")]
+        queued_ids = {t.request_id for t, _ in queued}
+        others = [rid for rid in latest if rid not in queued_ids]
+        with self._begin() as conn:
+            # One multi-row upsert for the decisions and one delete, not a statement per request: the
+            # writer shares the process (and its GIL) with the requests it records.
+            conn.execute(self._decisions_upsert(), decisions)  # executemany: one cached statement
+            for trace, _ in queued:
+                self._upsert_handoff(conn, trace, self._decision_row(trace), store_text)
+            if others:
+                h = handoffs_table
+                conn.execute(delete(h).where(h.c.request_id.in_(others), h.c.status == "pending",
+                                             h.c.route != "automated"))
+
+    def _record(self, conn: Connection, trace: RequestTrace, *, store_text: bool, spot_check: bool) -> None:
+        decision = self._decision_row(trace)
+        self._upsert(conn, decisions_table, decision, [k for k in decision if k != "request_id"])
+        if trace.route in HANDOFF_ROUTES or (spot_check and trace.route == "automated"):
+            self._upsert_handoff(conn, trace, decision, store_text)
+        else:  # re-recorded as automated: a pending handoff no longer needs a reviewer (spot checks stay)
+            h = handoffs_table
+            conn.execute(delete(h).where(h.c.request_id == trace.request_id, h.c.status == "pending",
+                                         h.c.route != "automated"))
+
+    def _decisions_upsert(self) -> Any:
+        if self._upsert_stmt is None:
+            insert = (sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert)(decisions_table)
+            cols = [c.name for c in decisions_table.columns if c.name != "request_id"]
+            self._upsert_stmt = insert.on_conflict_do_update(
+                index_elements=["request_id"], set_={c: insert.excluded[c] for c in cols})
+        return self._upsert_stmt
+
+    @staticmethod
+    def _decision_row(trace: RequestTrace) -> dict[str, Any]:
         attempt = scored_attempt(trace)
-        now = time.time()
-        decision = {
+        return {
             "request_id": _check_id(trace.request_id),
             "ts": trace.started_at,
             "route": trace.route,
@@ -370,33 +415,28 @@ class ReviewStore:
             "scored_model": _cut(attempt.model, 256) if attempt is not None else None,
             "scored_cost_usd": attempt.cost_usd if attempt is not None else None,
             "signals": _clean_signals(attempt.raw_signals) if attempt is not None else {},
-            "recorded_at": now,
+            "recorded_at": time.time(),
         }
-        queue = trace.route in HANDOFF_ROUTES or (spot_check and trace.route == "automated")
-        with self._begin() as conn:
-            self._upsert(conn, decisions_table, decision, [k for k in decision if k != "request_id"])
-            if queue:
-                reason = scrub("; ".join(trace.reasons))[-MAX_REASON_CHARS:]
-                item = {
-                    "request_id": trace.request_id,
-                    "ts": trace.started_at,
-                    "route": trace.route,
-                    "trigger": decision["trigger"] if trace.route != "automated" else "spot_check",
-                    "reason": reason,
-                    "draft": trace.draft if store_text else None,
-                    "confidence": decision["confidence"],
-                    "final_model": decision["final_model"],
-                    "thresholds": decision["thresholds"],
-                    "calibrations": decision["calibrations"],
-                    "status": "pending",
-                    "resolved_at": None,
-                }
-                keep = {"request_id", "status", "resolved_at"} | ({"draft"} if item["draft"] is None else set())
-                self._upsert(conn, handoffs_table, item, [k for k in item if k not in keep])
-            else:  # re-recorded as automated: a pending handoff no longer needs a reviewer (spot checks stay)
-                h = handoffs_table
-                conn.execute(delete(h).where(h.c.request_id == trace.request_id, h.c.status == "pending",
-                                             h.c.route != "automated"))
+
+    def _upsert_handoff(self, conn: Connection, trace: RequestTrace, decision: dict[str, Any], store_text: bool
+                        ) -> None:
+        reason = scrub("; ".join(trace.reasons))[-MAX_REASON_CHARS:]
+        item = {
+            "request_id": trace.request_id,
+            "ts": trace.started_at,
+            "route": trace.route,
+            "trigger": decision["trigger"] if trace.route != "automated" else "spot_check",
+            "reason": reason,
+            "draft": trace.draft if store_text else None,
+            "confidence": decision["confidence"],
+            "final_model": decision["final_model"],
+            "thresholds": decision["thresholds"],
+            "calibrations": decision["calibrations"],
+            "status": "pending",
+            "resolved_at": None,
+        }
+        keep = {"request_id", "status", "resolved_at"} | ({"draft"} if item["draft"] is None else set())
+        self._upsert(conn, handoffs_table, item, [k for k in item if k not in keep])
 
     def label(
         self,
@@ -569,35 +609,6 @@ class ReviewStore:
             ).scalar_one()
             n_labels = conn.execute(select(func.count()).select_from(labels_table)).scalar_one()
         return {"decisions": int(n_dec), "pending": int(n_pending), "labels": int(n_labels)}
-
-    # ---------------------------------------------------------------- export
-
-    def export_labels(self, path: str | os.PathLike[str], *, since: float | datetime | None = None) -> int:
-        """Write labelled decisions as recorded-run JSONL (``.gz`` ok) for ``confidence-router tune``.
-
-        One row per labelled request that had a scored answer: ``item_id`` = request id, ``model`` =
-        the model whose confidence decided, ``correct`` = the latest label, ``signals`` = that
-        answer's raw signals, plus ``confidence``, ``cost_usd`` and the route/arm/review decision as
-        extra fields. Returns the number of rows written (the file is replaced atomically).
-        """
-        from ..evaluation.runs import RunRecord, write_runs
-
-        rows = self.decisions(since, labelled=True)
-        records = []
-        skipped = 0
-        for r in rows:
-            model = r.scored_model or r.final_model
-            if model is None or r.correct is None:
-                skipped += 1  # handed to a person before any model answered: nothing to calibrate
-                continue
-            records.append(RunRecord(
-                item_id=r.request_id, model=model, correct=r.correct, cost_usd=r.scored_cost_usd,
-                signals=dict(r.signals) or None, confidence=r.confidence, route=r.route, arm=r.arm,
-                review_decision=r.label_decision, calibration=r.calibrations.get(model),
-            ))
-        if skipped:
-            logger.info("export: %d labelled request(s) had no model answer and were left out", skipped)
-        return write_runs(records, path)
 
     # ---------------------------------------------------------------- lifecycle
 
