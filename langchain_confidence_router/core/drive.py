@@ -126,8 +126,9 @@ async def aattempt(policy: CascadePolicy, call: TierCall, io: AsyncAttemptIO) ->
     timeout = io.timeout(call)
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
-            result = await io.call(call)
+        # a task of its own (wait_for), as before: a tier call's context changes (LiteLLM keeps per-call
+        # state in context variables) stay in that task instead of piling up in the request's
+        result = await asyncio.wait_for(io.call(call), timeout)
     except Exception as exc:
         exc = timeout_error(exc, timeout, "no answer")
         return Step(call, policy.on_error(call, exc, _ms(t0)), exc)

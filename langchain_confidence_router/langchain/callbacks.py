@@ -1,7 +1,8 @@
 """Callback-side pieces: custom event names, :class:`TraceCollector`, and run annotation for LangSmith.
 
 Custom events (``dispatch_custom_event``) reach callback handlers and ``astream_events`` but never
-LangSmith (checked with langchain-core 1.7), so what LangSmith should show is written into run metadata and tags instead.
+LangSmith (checked with langchain-core 1.7), so what LangSmith should show is written into run metadata
+and tags instead.
 """
 
 from __future__ import annotations

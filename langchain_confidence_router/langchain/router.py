@@ -750,14 +750,21 @@ class _AsyncLive(_LiveStream):
         return model.astream(messages, config, **kwargs)
 
 
-class _Attempts(drive.AttemptIO):
-    """The router's blocking I/O for one request: one chain run per attempt around the tier model's call."""
+class _RequestIO:
+    """What the sync and async I/O of one request share: the router, the request, its live stream."""
 
     def __init__(self, router: ConfidenceRouter, req: _Request, *, streaming: bool = False) -> None:
         self.router = router
         self.req = req
         self.streaming = streaming
         self.live_stream: _LiveStream | None = None
+
+    def committed(self, call: TierCall) -> bool:
+        return self.router._committed(self.req, call)
+
+
+class _Attempts(_RequestIO, drive.AttemptIO):
+    """The router's blocking I/O for one request: one chain run per attempt around the tier model's call."""
 
     def begin(self, call: TierCall) -> None:
         self.router._open_attempt(self.req, call)
@@ -777,9 +784,6 @@ class _Attempts(drive.AttemptIO):
                 outputs.append(exc)
         return combine_samples(outputs)
 
-    def committed(self, call: TierCall) -> bool:
-        return self.router._committed(self.req, call)
-
     def live(self, call: TierCall) -> _SyncLive | None:
         if not (self.streaming and self.router._live(call)):
             return None
@@ -790,14 +794,8 @@ class _Attempts(drive.AttemptIO):
         self.router._close_attempt(self.req, step)
 
 
-class _AsyncAttempts(drive.AsyncAttemptIO):
+class _AsyncAttempts(_RequestIO, drive.AsyncAttemptIO):
     """The router's async I/O for one request (see :class:`_Attempts`)."""
-
-    def __init__(self, router: ConfidenceRouter, req: _Request, *, streaming: bool = False) -> None:
-        self.router = router
-        self.req = req
-        self.streaming = streaming
-        self.live_stream: _LiveStream | None = None
 
     async def begin(self, call: TierCall) -> None:
         await self.router._aopen_attempt(self.req, call)
@@ -812,9 +810,6 @@ class _AsyncAttempts(drive.AsyncAttemptIO):
         outputs = await asyncio.gather(*(model.ainvoke(messages, _sibling(config), **kwargs) for _ in range(n)),
                                        return_exceptions=True)
         return combine_samples(list(outputs))
-
-    def committed(self, call: TierCall) -> bool:
-        return self.router._committed(self.req, call)
 
     def timeout(self, call: TierCall) -> float | None:
         return self.router._timeout(call)
