@@ -292,3 +292,50 @@ def test_monitor_cli_plain_text_without_rich(
     assert cli_main(["monitor", "--store", str(store.engine.url.database)]) == 0
     out = capsys.readouterr().out
     assert "┃" not in out and "automated" in out and "no warnings" in out and "note:" in out
+
+
+# ------------------------------------------------------------------------------------------ one ECE, two binnings
+
+# by hand, 2 bins over conf [0.1, 0.2, 0.3, 0.9], correct [0, 1, 0, 1]:
+# equal-width: [0, .5) holds 0.1, 0.2, 0.3 (mean 0.2, accuracy 1/3) -> 3/4 * (1/3 - 0.2) = 0.1;
+#              [.5, 1] holds 0.9 (accuracy 1) -> 1/4 * 0.1 = 0.025; ECE 0.125
+# equal-mass:  {0.1, 0.2} (mean 0.15, accuracy 0.5) -> 1/2 * 0.35; {0.3, 0.9} (mean 0.6, accuracy 0.5)
+#              -> 1/2 * 0.1; ECE 0.225
+HAND_CONF, HAND_HITS = [0.1, 0.2, 0.3, 0.9], [0, 1, 0, 1]
+
+
+def test_both_binnings_hand_computed() -> None:
+    from langchain_confidence_router.evaluation import metrics
+
+    assert metrics.ece(HAND_CONF, HAND_HITS, 2, binning="equal_width") == pytest.approx(0.125)
+    assert metrics.ece(HAND_CONF, HAND_HITS, 2, binning="equal_mass") == pytest.approx(0.225)
+    assert compute_ece(HAND_CONF, HAND_HITS, 2) == pytest.approx(0.125)  # the monitor's default is equal-width
+    assert compute_ece(HAND_CONF, HAND_HITS, 2, binning="equal_mass") == pytest.approx(0.225)
+    mass = reliability_bins(HAND_CONF, HAND_HITS, 2, binning="equal_mass")
+    assert [(r["low"], r["high"], r["n"]) for r in mass] == [(0.1, 0.2, 2), (0.3, 0.9, 2)]
+    assert [r["confidence"] for r in mass] == pytest.approx([0.15, 0.6])
+    assert metrics.confidence_histogram(HAND_CONF, 2)["counts"] == [3, 1]
+    assert metrics.confidence_histogram(HAND_CONF, 2, binning="equal_mass") == {"edges": [0.1, 0.25, 0.9],
+                                                                                 "counts": [2, 2]}
+    assert confidence_histogram(HAND_CONF, 2) == metrics.confidence_histogram(HAND_CONF, 2, binning="equal_width")
+    with pytest.raises(ValueError, match="equal_width"):
+        metrics.ece(HAND_CONF, HAND_HITS, 2, binning="quantile")  # type: ignore[arg-type]
+
+
+def test_monitor_and_report_ece_agree_given_the_same_binning(store: ReviewStore) -> None:
+    from langchain_confidence_router.evaluation import metrics
+
+    rng = np.random.default_rng(7)
+    conf = rng.uniform(0.3, 1.0, 60)
+    hits = rng.uniform(size=60) < conf ** 2  # overconfident, so ECE is well above zero
+    for i, (c, h) in enumerate(zip(conf, hits, strict=True)):
+        add(store, "automated", float(c), T0 + i, correct=bool(h))
+    # the report and tune compute ECE with metrics' defaults (equal-mass, 15 bins)
+    report_ece = metrics.reliability_bins(conf, hits).ece
+    monitor_mass = Monitor(store, window=60, bins=metrics.DEFAULT_BINS, binning="equal_mass").report()
+    assert monitor_mass.ece == pytest.approx(report_ece) and monitor_mass.ece_binning == "equal-mass, 15 bins"
+    monitor_width = Monitor(store, window=60).report()
+    assert monitor_width.ece_binning == "equal-width, 10 bins"
+    assert monitor_width.ece == pytest.approx(metrics.ece(conf, hits, 10, binning="equal_width"))
+    assert abs(monitor_width.ece - report_ece) > 1e-3  # the binnings really differ on this data
+    assert monitor_width.to_dict()["ece_binning"] == "equal-width, 10 bins"

@@ -12,6 +12,7 @@ import json
 import math
 
 from ..human.monitor import (
+    DEFAULT_BINS,
     DEFAULT_ECE_WARN,
     DEFAULT_MIN_SAMPLES,
     DEFAULT_PSI_ALERT,
@@ -32,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                       "decisions in the store)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                    help=f"last N labelled answers (ECE) and last N decisions (PSI, shares); default {DEFAULT_WINDOW}")
-    p.add_argument("--ece-warn", type=float, default=DEFAULT_ECE_WARN, help=f"default {DEFAULT_ECE_WARN}")
+    p.add_argument("--ece-warn", type=float, default=DEFAULT_ECE_WARN,
+                   help=f"ECE above which to warn, measured with the monitor's {DEFAULT_BINS} "
+                        f"equal-width bins (report/tune use 15 equal-mass bins); default {DEFAULT_ECE_WARN}")
     p.add_argument("--psi-warn", type=float, default=DEFAULT_PSI_WARN, help=f"default {DEFAULT_PSI_WARN}")
     p.add_argument("--psi-alert", type=float, default=DEFAULT_PSI_ALERT, help=f"default {DEFAULT_PSI_ALERT}")
     p.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES,
@@ -66,7 +69,7 @@ def render(report: MonitorReport) -> None:
         f"confidence monitor: {report.n_decisions} decision(s) stored, window {report.window}",
         ("figure", "value", "based on"),
         [
-            (f"ECE ({report.bins} equal-width bins), automated", _fmt(report.ece),
+            (f"ECE ({report.ece_binning}), automated", _fmt(report.ece),
              f"last {report.ece_n} labelled automated answer(s)"),
             (f"PSI ({report.bins} baseline quantile bins)", _fmt(report.psi),
              f"{report.psi_n_current} recent vs {report.psi_n_baseline} baseline ({report.psi_baseline})"),

@@ -23,6 +23,7 @@ _CONVERTER_NAMES = ("CONVERTERS", "PRICES", "Price", "convert", "cost_usd")
 _LAZY = {
     "fit_calibration": "calibrate", "predict_array": "calibrate", "score_array": "calibrate",
     "auroc": "metrics", "ece": "metrics", "brier": "metrics", "reliability_bins": "metrics",
+    "reliability_table": "metrics", "binning_label": "metrics",
     "RunMatrix": "matrix", "build_matrix": "matrix", "load_runs": "matrix",
     "replay_config": "replay", "replay_tiers": "replay", "replay_with_policy": "replay", "ReplayOutcome": "replay",
     "tune": "tune", "write_tuned_config": "tune", "TuneResult": "tune", "TuneError": "tune",

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..core.calibration import CALIBRATION_METHODS, Calibration
 from ..core.signals import LOWER_IS_CONFIDENT
-from .metrics import DEFAULT_BINS, auroc, brier, ece
+from . import metrics
+from .metrics import DEFAULT_BINS, auroc, binning_label, brier, ece
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -270,7 +271,7 @@ def calibration_summary(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAU
     """AUROC, ECE (equal-mass bins) and Brier of probabilities, as stored in a calibration's ``fitted``."""
     return {
         "auroc": _round(auroc(prob, correct)),
-        "ece": _round(ece(prob, correct, bins)),
+        "ece": _round(ece(prob, correct, bins, binning="equal_mass")),
         "brier": _round(brier(prob, correct)),
     }
 
@@ -281,10 +282,7 @@ def confidence_histogram(prob: np.ndarray, bins: int = 50) -> dict[str, list[flo
     Kept in ``fitted["histogram"]`` so the drift monitor (``confidence-router monitor --baseline
     FILE``) can use the fitting data as its PSI baseline without the data itself.
     """
-    values = np.asarray(prob, dtype=float)
-    values = np.clip(values[~np.isnan(values)], 0.0, 1.0)
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+    return metrics.confidence_histogram(prob, bins, binning="equal_width")
 
 
 def _round(v: float) -> float | None:
@@ -312,7 +310,7 @@ def fit_calibration(
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
     fitted: dict[str, Any] = {"fitted_by": "langchain_confidence_router.evaluation.calibrate",
-                              "ece_binning": f"equal-mass, {DEFAULT_BINS} bins"}
+                              "ece_binning": binning_label("equal_mass", DEFAULT_BINS)}
     if method == "combiner":
         names = list(signals or [])
         if not names:

@@ -56,7 +56,7 @@ from ..core.tiers import Tier, build_tiers
 from .baselines import oracle, random_routing
 from .calibrate import fit_platt, predict_array, score_array
 from .matrix import RunMatrix, build_matrix
-from .metrics import DEFAULT_BINS, auroc, brier, ece
+from .metrics import DEFAULT_BINS, auroc, binning_label, brier, ece
 from .replay import ReplayOutcome, replay_tiers, tier_confidence
 from .runs import RecordedRuns
 
@@ -224,7 +224,7 @@ def evaluate_config(config: RouterConfig, runs: RecordedRuns | RunMatrix, *, can
         },
         "signals": signal_table(matrix, involved),
         "calibration": _calibration_table(tiers, matrix),
-        "ece_binning": f"equal-mass, {DEFAULT_BINS} bins",
+        "ece_binning": binning_label("equal_mass", DEFAULT_BINS),
     }
     return report
 

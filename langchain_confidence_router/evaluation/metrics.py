@@ -4,7 +4,10 @@
   one half); rank based, so any monotone calibration leaves it unchanged.
 * ECE: expected calibration error with **equal-mass bins** by default (15 bins, each holding the
   same number of answers, so sparse regions of the confidence range cannot hide behind a few
-  answers); ``binning="width"`` gives the classic equal-width bins on [0, 1].
+  answers); ``binning="equal_width"`` gives the classic equal-width bins on [0, 1] (a value ``c``
+  goes to bin ``floor(c * bins)``, the last bin closed). This module is the one implementation of
+  ECE, reliability bins and confidence histograms: the human monitor, ``report``, ``evaluate`` and
+  ``tune`` all call it and state which binning they used.
 * Brier score: mean squared error of the probability against the 0/1 outcome.
 
 NaN entries (a signal that could not be computed) are left out of every metric.
@@ -21,14 +24,31 @@ __all__ = [
     "DEFAULT_BINS",
     "ReliabilityBins",
     "auroc",
+    "binning_label",
     "brier",
+    "confidence_histogram",
     "ece",
     "rankdata",
     "reliability_bins",
+    "reliability_table",
 ]
 
 DEFAULT_BINS = 15
-Binning = Literal["mass", "width"]
+#: "mass"/"width" are older spellings of "equal_mass"/"equal_width".
+Binning = Literal["equal_mass", "equal_width", "mass", "width"]
+_CANONICAL = {"equal_mass": "equal_mass", "mass": "equal_mass", "equal_width": "equal_width", "width": "equal_width"}
+
+
+def _binning(binning: str) -> str:
+    try:
+        return _CANONICAL[binning]
+    except KeyError:
+        raise ValueError(f"binning must be 'equal_width' or 'equal_mass', not {binning!r}") from None
+
+
+def binning_label(binning: str, bins: int) -> str:
+    """How an ECE was binned, for reports: ``"equal-mass, 15 bins"``."""
+    return f"{_binning(binning).replace('_', '-')}, {bins} bins"
 
 
 def _clean(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,29 +113,65 @@ class ReliabilityBins:
         return float(np.sum(self.count / n * np.abs(self.accuracy - self.confidence)))
 
 
-def reliability_bins(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS,
-                     binning: Binning = "mass") -> ReliabilityBins:
-    """Bin the probabilities (equal-mass by default) and compare each bin's mean with its accuracy."""
-    p, y = _clean(prob, correct)
-    if p.size == 0:
-        empty = np.zeros(0)
-        return ReliabilityBins(empty, empty, empty, binning)
-    if binning == "mass":
+def _groups(p: np.ndarray, bins: int, kind: str) -> list[tuple[float, float, np.ndarray]]:
+    """``(low, high, indices)`` per bin; equal-width keeps its empty bins, equal-mass has none."""
+    if kind == "equal_mass":
         order = np.argsort(p, kind="mergesort")
-        groups = [g for g in np.array_split(order, min(bins, p.size)) if g.size]
-    elif binning == "width":
-        edges = np.linspace(0.0, 1.0, bins + 1)
-        idx = np.clip(np.searchsorted(edges, np.clip(p, 0.0, 1.0), side="right") - 1, 0, bins - 1)
-        groups = [np.flatnonzero(idx == b) for b in range(bins)]
-        groups = [g for g in groups if g.size]
-    else:
-        raise ValueError(f"binning must be 'mass' or 'width', not {binning!r}")
+        parts = [g for g in np.array_split(order, min(bins, p.size)) if g.size]
+        return [(float(p[g].min()), float(p[g].max()), g) for g in parts]
+    # floor(c * bins): 0.3 lands in bin 3 of 10 (np.linspace edges would put it in bin 2 by rounding)
+    idx = np.clip((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), 0, bins - 1)
+    return [(b / bins, (b + 1) / bins, np.flatnonzero(idx == b)) for b in range(bins)]
+
+
+def reliability_bins(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS,
+                     binning: Binning = "equal_mass") -> ReliabilityBins:
+    """Bin the probabilities (equal-mass by default) and compare each bin's mean with its accuracy.
+
+    Empty bins are left out; ``binning`` is stored in its canonical form (equal_mass|equal_width).
+    """
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    kind = _binning(binning)
+    p, y = _clean(prob, correct)
+    groups = [g for _, _, g in _groups(p, bins, kind) if g.size] if p.size else []
     conf = np.array([p[g].mean() for g in groups])
     acc = np.array([y[g].mean() for g in groups])
     count = np.array([g.size for g in groups], dtype=float)
-    return ReliabilityBins(conf, acc, count, binning)
+    return ReliabilityBins(conf, acc, count, kind)
 
 
-def ece(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS, binning: Binning = "mass") -> float:
+def reliability_table(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS,
+                      binning: Binning = "equal_mass") -> list[dict[str, float | int | None]]:
+    """The same bins as rows ``{low, high, n, confidence, accuracy}`` (JSON-ready; equal-width rows
+    include the empty bins, with ``None`` for their means)."""
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    kind = _binning(binning)
+    p, y = _clean(prob, correct)
+    if p.size == 0:
+        return []
+    return [{"low": lo, "high": hi, "n": int(g.size),
+             "confidence": float(p[g].mean()) if g.size else None,
+             "accuracy": float(y[g].mean()) if g.size else None}
+            for lo, hi, g in _groups(p, bins, kind)]
+
+
+def ece(prob: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS, binning: Binning = "equal_mass") -> float:
     """Expected calibration error: sum over bins of (bin share) * |accuracy - mean probability|."""
     return reliability_bins(prob, correct, bins, binning).ece
+
+
+def confidence_histogram(prob: np.ndarray, bins: int = 50, binning: Binning = "equal_width") -> dict[str, list[float]]:
+    """``{"edges", "counts"}`` of probabilities clipped to [0, 1]: equal-width edges on [0, 1], or
+    equal-mass edges (the sample's quantiles, ties merged, so fewer bins are possible). NaN is left out."""
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    p = np.asarray(prob, dtype=float).ravel()
+    p = np.clip(p[~np.isnan(p)], 0.0, 1.0)
+    if _binning(binning) == "equal_mass" and p.size:
+        edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, bins + 1)))
+        counts, edges = np.histogram(p, bins=edges if edges.size > 1 else 1)
+    else:
+        counts, edges = np.histogram(p, bins=bins, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}

@@ -31,7 +31,7 @@ from .baselines import random_routing
 from .calibrate import score_array
 from .evaluate import _cross_fitted_platt, baseline_models, confidence_columns, evaluate_config
 from .matrix import RunMatrix, build_matrix
-from .metrics import reliability_bins
+from .metrics import DEFAULT_BINS, binning_label, reliability_bins
 from .replay import replay_arrays
 from .runs import RecordedRuns
 
@@ -131,7 +131,7 @@ def _reliability(plt: Any, path: Path, model: str, before: np.ndarray | None, af
     for probs, label, marker in ((before, "before (0..1 score)", "o"), (after, label_after, "s")):
         if probs is None or np.all(np.isnan(probs)):
             continue
-        bins = reliability_bins(probs, y)
+        bins = reliability_bins(probs, y, DEFAULT_BINS, binning="equal_mass")
         ax.plot(bins.confidence, bins.accuracy, marker=marker, ms=4, lw=1.2, label=f"{label}, ECE {bins.ece:.3f}")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -273,7 +273,8 @@ def write_report(config: RouterConfig, runs: RecordedRuns | RunMatrix, out_dir: 
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}figure{display:inline-block;margin:6px}"
         "img{max-width:100%}</style></head><body>"
         f"<h1>{heading}</h1>{_table_html(report)}{images}"
-        "<p>ECE uses equal-mass bins (15). Costs are per request in USD.</p></body></html>\n"
+        f"<p>ECE binning: {binning_label('equal_mass', DEFAULT_BINS)}. Costs are per request in USD.</p>"
+        "</body></html>\n"
     )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")

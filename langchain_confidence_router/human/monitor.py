@@ -36,6 +36,8 @@ import numpy as np
 
 from ..core.calibration import CALIBRATION_FORMAT
 from ..core.errors import ConfigError
+from ..evaluation import metrics
+from ..evaluation.metrics import Binning, binning_label
 from .abtest import ArmComparison, compare_arms
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ DEFAULT_ECE_WARN = 0.08
 DEFAULT_PSI_WARN = 0.1
 DEFAULT_PSI_ALERT = 0.2
 DEFAULT_BINS = 10
+#: The monitor's ECE (and so ``DEFAULT_ECE_WARN``) uses 10 equal-width bins; ``report``/``tune`` use 15 equal-mass.
+DEFAULT_BINNING: Binning = "equal_width"
 DEFAULT_WINDOW = 500
 DEFAULT_MIN_SAMPLES = 30
 PSI_EPS = 1e-4
@@ -81,43 +85,22 @@ def _unit_interval(values: ArrayLike, name: str) -> np.ndarray:
     return arr
 
 
-def _bin_index(conf: np.ndarray, bins: int) -> np.ndarray:
-    # floor(c * bins): 0.3 lands in bin 3 (np.linspace edges would put it in bin 2 by rounding)
-    return np.minimum((conf * bins).astype(np.int64), bins - 1)
-
-
-def compute_ece(confidence: ArrayLike, correct: ArrayLike, bins: int = DEFAULT_BINS) -> float:
-    """Expected calibration error with ``bins`` equal-width bins; NaN for no data.
-
-    ``sum_b (n_b / N) * |acc_b - conf_b|``, which equals ``sum_b |sum(correct_b) - sum(conf_b)| / N``.
-    """
-    if bins < 1:
-        raise ValueError("bins must be >= 1")
+def compute_ece(confidence: ArrayLike, correct: ArrayLike, bins: int = DEFAULT_BINS,
+                binning: Binning = DEFAULT_BINNING) -> float:
+    """Expected calibration error (:func:`..evaluation.metrics.ece`) with the monitor's default of
+    ``bins`` **equal-width** bins; NaN for no data. Values must lie in 0..1."""
     conf = _unit_interval(confidence, "confidence")
     y = np.asarray(correct, dtype=float).ravel()
     if conf.shape != y.shape:
         raise ValueError(f"confidence and correct differ in length ({conf.size} vs {y.size})")
-    if conf.size == 0:
-        return math.nan
-    idx = _bin_index(conf, bins)
-    conf_sum = np.bincount(idx, weights=conf, minlength=bins)
-    hit_sum = np.bincount(idx, weights=y, minlength=bins)
-    return float(np.abs(hit_sum - conf_sum).sum() / conf.size)
+    return metrics.ece(conf, y, bins, binning=binning)
 
 
-def reliability_bins(confidence: ArrayLike, correct: ArrayLike, bins: int = DEFAULT_BINS) -> list[dict[str, Any]]:
+def reliability_bins(confidence: ArrayLike, correct: ArrayLike, bins: int = DEFAULT_BINS,
+                     binning: Binning = DEFAULT_BINNING) -> list[dict[str, Any]]:
     """The per-bin table behind :func:`compute_ece`: range, count, mean confidence, accuracy."""
     conf = _unit_interval(confidence, "confidence")
-    y = np.asarray(correct, dtype=float).ravel()
-    idx = _bin_index(conf, bins)
-    out = []
-    for b in range(bins):
-        mask = idx == b
-        n = int(mask.sum())
-        out.append({"low": b / bins, "high": (b + 1) / bins, "n": n,
-                    "confidence": float(conf[mask].mean()) if n else None,
-                    "accuracy": float(y[mask].mean()) if n else None})
-    return out
+    return metrics.reliability_table(conf, np.asarray(correct, dtype=float).ravel(), bins, binning=binning)
 
 
 def compute_psi(baseline: ArrayLike, current: ArrayLike, bins: int = DEFAULT_BINS, eps: float = PSI_EPS) -> float:
@@ -205,11 +188,9 @@ def load_baseline(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def confidence_histogram(confidences: ArrayLike, bins: int = 50) -> dict[str, list[float]]:
-    """``{"edges", "counts"}`` of confidences on [0, 1]: what to keep in a calibration file's ``fitted``
-    (as ``histogram``) so :func:`load_baseline` can use the fitting data as the drift baseline."""
-    values = _unit_interval(confidences, "confidences")
-    counts, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+    """``{"edges", "counts"}`` of confidences on [0, 1] (equal-width): what to keep in a calibration
+    file's ``fitted`` (as ``histogram``) so :func:`load_baseline` can use the fitting data as the drift baseline."""
+    return metrics.confidence_histogram(_unit_interval(confidences, "confidences"), bins, binning="equal_width")
 
 
 def baseline_from_store(store: ReviewStore, n: int = DEFAULT_WINDOW) -> np.ndarray:
@@ -242,6 +223,7 @@ class MonitorReport:
     n_window: int
     ece: float | None
     ece_n: int
+    ece_binning: str
     psi: float | None
     psi_n_baseline: int
     psi_n_current: int
@@ -285,6 +267,7 @@ class Monitor:
         window: int = DEFAULT_WINDOW,
         baseline: ArrayLike | str | os.PathLike[str] | None = None,
         bins: int = DEFAULT_BINS,
+        binning: Binning = DEFAULT_BINNING,
         ece_warn: float = DEFAULT_ECE_WARN,
         psi_warn: float = DEFAULT_PSI_WARN,
         psi_alert: float = DEFAULT_PSI_ALERT,
@@ -296,6 +279,8 @@ class Monitor:
         self.store = store
         self.window = window
         self.bins = bins
+        self.binning = binning
+        binning_label(binning, bins)  # rejects an unknown binning here rather than at the first report
         self.ece_warn = ece_warn
         self.psi_warn = psi_warn
         self.psi_alert = psi_alert
@@ -322,7 +307,7 @@ class Monitor:
                     if r.confidence is not None]
         conf = np.asarray([r.confidence for r in labelled], dtype=float)
         hits = np.asarray([bool(r.correct) for r in labelled], dtype=float)
-        ece = compute_ece(conf, hits, self.bins) if labelled else None
+        ece = compute_ece(conf, hits, self.bins, self.binning) if labelled else None
         if len(labelled) < self.min_samples:
             notes.append(f"ECE from {len(labelled)} labelled automated answer(s); warnings need {self.min_samples}"
                          " (label a random sample of automated answers: record(..., spot_check=True))")
@@ -339,13 +324,14 @@ class Monitor:
 
         report = MonitorReport(
             generated_at=time.time(), window=self.window, bins=self.bins, n_decisions=n_total, n_window=n,
-            ece=ece, ece_n=len(labelled), psi=psi, psi_n_baseline=n_base, psi_n_current=n_cur,
+            ece=ece, ece_n=len(labelled), ece_binning=binning_label(self.binning, self.bins),
+            psi=psi, psi_n_baseline=n_base, psi_n_current=n_cur,
             psi_baseline=self.baseline_source,
             route_shares={k: v / n for k, v in sorted(route_counts.items())},
             route_counts=dict(sorted(route_counts.items())),
             model_shares={k: v / n for k, v in model_counts.most_common()},
             arms=arms,
-            reliability=reliability_bins(conf, hits, self.bins) if labelled else [],
+            reliability=reliability_bins(conf, hits, self.bins, self.binning) if labelled else [],
             notes=notes,
         )
         report.warnings = self._warnings(report)
