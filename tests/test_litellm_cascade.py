@@ -72,7 +72,14 @@ def confidence(name: str, block: Any, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def router(server: FakeOpenAIServer, logger: RecordingLogger) -> litellm.Router:
+def router(server: FakeOpenAIServer, logger: RecordingLogger) -> Iterator[litellm.Router]:
+    """The Router most tests share; a test that cools a tier down builds its own with ``build_router``."""
+    shared = build_router(server)
+    yield shared
+    litellm_hooks.unbind_router(shared)
+
+
+def build_router(server: FakeOpenAIServer) -> litellm.Router:
     register()  # before the Router is built, or it rejects `confidence/...`
     model_list = [
         tier("small", server, input_cost_per_token=SMALL_IN, output_cost_per_token=SMALL_OUT),
@@ -242,8 +249,16 @@ async def test_a_client_error_is_not_skipped(router: litellm.Router, server: Fak
     assert info.value.confidence_trace.attempts[0].error_kind == "client"
 
 
-async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_down(router: litellm.Router
-                                                                                    ) -> None:
+async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_down(
+        server: FakeOpenAIServer, logger: RecordingLogger) -> None:
+    router = build_router(server)  # its own: the cooldown it causes must not reach the other tests
+    try:
+        await auth_error_then_next_request(router)
+    finally:
+        litellm_hooks.unbind_router(router)
+
+
+async def auth_error_then_next_request(router: litellm.Router) -> None:
     with pytest.raises(litellm.AuthenticationError) as info:
         await router.acompletion(model="smart", messages=ask("Hi [fault=401@small]"))
     assert info.value.status_code == 401 and info.value.num_retries == 0
@@ -251,7 +266,6 @@ async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_
     # route around it (the cooled-down tier is skipped like any unavailable tier).
     response = await router.acompletion(model="smart", messages=ask("Next request"))
     assert response.choices[0].message.content in (SMALL_ANSWER, LARGE_ANSWER)
-    await asyncio.sleep(1.1)  # let `small` come back for the other tests
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503, 504])

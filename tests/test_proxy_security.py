@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 from litellm_test_logger import LOG_ENV, read_log
-from test_litellm_proxy import EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
+from support.proxy import EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
 
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 

@@ -40,7 +40,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import aiohttp
 import pytest
 import yaml
-from test_litellm_proxy import free_port, stop, wait_ready
+from support.proxy import free_port, stop, wait_ready
 
 TESTS = Path(__file__).resolve().parent
 MASTER_KEY = "sk-load-master-1234"
