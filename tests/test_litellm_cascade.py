@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 import yaml
-from litellm_test_logger import RecordingLogger, installed_logger
+from support.litellm_test_logger import RecordingLogger, installed_logger
 
 import litellm_hooks
 from langchain_confidence_router.core import ConfigError
@@ -79,7 +79,9 @@ def router(server: FakeOpenAIServer, logger: RecordingLogger) -> Iterator[litell
     litellm_hooks.unbind_router(shared)
 
 
-def build_router(server: FakeOpenAIServer) -> litellm.Router:
+def build_router(server: FakeOpenAIServer, own_ids: str = "") -> litellm.Router:
+    """``own_ids`` gives the deployments ids of their own: LiteLLM's failure callbacks are process-wide, so
+    every Router would otherwise cool down the deployment with the same (hashed) id as well."""
     register()  # before the Router is built, or it rejects `confidence/...`
     model_list = [
         tier("small", server, input_cost_per_token=SMALL_IN, output_cost_per_token=SMALL_OUT),
@@ -106,6 +108,9 @@ def build_router(server: FakeOpenAIServer) -> litellm.Router:
         confidence("clarify", {**cascade("small", "large"), "human": {
             "enabled": True, "clarify": {"enabled": True, "band": [0.2, 0.5], "prompt": "Ask one question."}}}),
     ]
+    if own_ids:
+        for deployment in model_list:
+            deployment["model_info"] = {"id": f"{own_ids}-{deployment['model_name']}"}
     # num_retries=2 on the Router: a cascade deployment must still not be re-run as a whole
     r = litellm.Router(model_list=model_list, num_retries=2, fallbacks=[{"guarded": ["large"]}], cooldown_time=1.0)
     register(r)
@@ -251,7 +256,7 @@ async def test_a_client_error_is_not_skipped(router: litellm.Router, server: Fak
 
 async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_down(
         server: FakeOpenAIServer, logger: RecordingLogger) -> None:
-    router = build_router(server)  # its own: the cooldown it causes must not reach the other tests
+    router = build_router(server, own_ids="auth")  # its own: the cooldown it causes must not reach the others
     try:
         await auth_error_then_next_request(router)
     finally:

@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import openai
 import pytest
 import yaml
-from litellm_test_logger import LOG_ENV, read_log
+from support.litellm_test_logger import LOG_ENV, read_log
 from support.proxy import BIG_ANSWER, EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
 
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
@@ -50,7 +50,7 @@ def proxy_config(example: dict[str, Any], folder: Path) -> dict[str, Any]:
     ]
     config.setdefault("router_settings", {})["fallbacks"] = [{"guarded": ["gpt-4o"]}]
     config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],
-                                               "litellm_test_logger.recording_logger"]
+                                               "support.litellm_test_logger.recording_logger"]
     return config
 
 
