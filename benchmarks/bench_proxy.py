@@ -35,7 +35,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_litellm_proxy import stop
+from support.proxy import stop
 from test_reliability_load import (
     TRACE_LOGGER_SOURCE,
     LoadResult,
@@ -224,7 +224,7 @@ def profile(requests: int, clients: int, latency_s: float, folder: Path) -> None
     """
     import subprocess
 
-    from test_litellm_proxy import free_port, wait_ready
+    from support.proxy import free_port, wait_ready
 
     folder.mkdir(parents=True, exist_ok=True)
     upstream = start_upstream({"small": {}}, folder / "upstream.log", latency_s=latency_s)

@@ -25,7 +25,7 @@ import yaml
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_litellm_proxy import EXAMPLE, MASTER_KEY, free_port, stop, wait_ready
+from support.proxy import EXAMPLE, MASTER_KEY, free_port, stop, wait_ready
 
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis  # noqa: F401  (imported before any test: see below)
 import pytest
@@ -35,3 +37,43 @@ def fake_openai() -> Iterator[object]:
 
     with FakeOpenAIServer() as server:
         yield server
+
+
+#: LiteLLM's process-wide callback lists and provider map: a module that adds to them must not leave it behind.
+LITELLM_GLOBAL_LISTS = ("callbacks", "success_callback", "failure_callback", "input_callback",
+                        "_async_success_callback", "_async_failure_callback", "service_callback",
+                        "custom_provider_map")
+
+
+def _litellm_lists() -> dict[str, Any] | None:
+    litellm = sys.modules.get("litellm")
+    if litellm is None:
+        return None
+    lists = {name: getattr(litellm, name, None) for name in LITELLM_GLOBAL_LISTS}
+    return {name: list(value) for name, value in lists.items() if isinstance(value, list)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def isolated_module_state() -> Iterator[None]:
+    """Each test module leaves the process as it found it: environment, LiteLLM callbacks, cascade registry.
+
+    Without this, a module's results could depend on which modules ran before it (a logger still
+    installed, a Router still bound for tier calls, an environment variable still set).
+    """
+    environment = dict(os.environ)
+    litellm_lists = _litellm_lists()
+    registry = sys.modules.get("litellm_hooks.registry")
+    routers = set(map(id, registry.bound_routers())) if registry is not None else set()
+    yield
+    os.environ.clear()
+    os.environ.update(environment)
+    litellm = sys.modules.get("litellm")
+    if litellm is not None and litellm_lists is not None:
+        for name, value in litellm_lists.items():
+            getattr(litellm, name)[:] = value
+    registry = sys.modules.get("litellm_hooks.registry")
+    if registry is not None:
+        for router in registry.bound_routers():
+            if id(router) not in routers:
+                registry.unbind_router(router)
+        registry.clear_caches()

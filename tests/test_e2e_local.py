@@ -187,12 +187,12 @@ def test_langchain_router_stream(chat_router: Any) -> None:
 
 @pytest.mark.proxy
 def test_litellm_proxy_cascade(servers: dict[str, LocalLlamaServer], tmp_path: Path) -> None:
-    """``litellm --config`` serving the cascade over the two local servers (helpers of test_litellm_proxy)."""
+    """``litellm --config`` serving the cascade over the two local servers."""
     litellm_cli = Path(sys.executable).with_name("litellm")
     if not litellm_cli.exists() or not _has("fastapi"):
         pytest.skip("the LiteLLM proxy is not installed (pip install 'langchain-confidence-router[proxy]')")
     import openai
-    from test_litellm_proxy import free_port, stop, wait_ready
+    from support.proxy import free_port, stop, wait_ready
 
     key = "sk-local-e2e"
     (tmp_path / "cascade.yaml").write_text(yaml.safe_dump(CASCADE), encoding="utf-8")

@@ -19,7 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 import yaml
-from litellm_test_logger import RecordingLogger, installed_logger
+from support.litellm_test_logger import RecordingLogger, installed_logger
 
 import litellm_hooks
 from langchain_confidence_router.core import ConfigError
@@ -72,7 +72,16 @@ def confidence(name: str, block: Any, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def router(server: FakeOpenAIServer, logger: RecordingLogger) -> litellm.Router:
+def router(server: FakeOpenAIServer, logger: RecordingLogger) -> Iterator[litellm.Router]:
+    """The Router most tests share; a test that cools a tier down builds its own with ``build_router``."""
+    shared = build_router(server)
+    yield shared
+    litellm_hooks.unbind_router(shared)
+
+
+def build_router(server: FakeOpenAIServer, own_ids: str = "") -> litellm.Router:
+    """``own_ids`` gives the deployments ids of their own: LiteLLM's failure callbacks are process-wide, so
+    every Router would otherwise cool down the deployment with the same (hashed) id as well."""
     register()  # before the Router is built, or it rejects `confidence/...`
     model_list = [
         tier("small", server, input_cost_per_token=SMALL_IN, output_cost_per_token=SMALL_OUT),
@@ -99,6 +108,9 @@ def router(server: FakeOpenAIServer, logger: RecordingLogger) -> litellm.Router:
         confidence("clarify", {**cascade("small", "large"), "human": {
             "enabled": True, "clarify": {"enabled": True, "band": [0.2, 0.5], "prompt": "Ask one question."}}}),
     ]
+    if own_ids:
+        for deployment in model_list:
+            deployment["model_info"] = {"id": f"{own_ids}-{deployment['model_name']}"}
     # num_retries=2 on the Router: a cascade deployment must still not be re-run as a whole
     r = litellm.Router(model_list=model_list, num_retries=2, fallbacks=[{"guarded": ["large"]}], cooldown_time=1.0)
     register(r)
@@ -242,8 +254,16 @@ async def test_a_client_error_is_not_skipped(router: litellm.Router, server: Fak
     assert info.value.confidence_trace.attempts[0].error_kind == "client"
 
 
-async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_down(router: litellm.Router
-                                                                                    ) -> None:
+async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_down(
+        server: FakeOpenAIServer, logger: RecordingLogger) -> None:
+    router = build_router(server, own_ids="auth")  # its own: the cooldown it causes must not reach the others
+    try:
+        await auth_error_then_next_request(router)
+    finally:
+        litellm_hooks.unbind_router(router)
+
+
+async def auth_error_then_next_request(router: litellm.Router) -> None:
     with pytest.raises(litellm.AuthenticationError) as info:
         await router.acompletion(model="smart", messages=ask("Hi [fault=401@small]"))
     assert info.value.status_code == 401 and info.value.num_retries == 0
@@ -251,7 +271,6 @@ async def test_a_tier_auth_error_reaches_the_caller_and_never_cools_the_cascade_
     # route around it (the cooled-down tier is skipped like any unavailable tier).
     response = await router.acompletion(model="smart", messages=ask("Next request"))
     assert response.choices[0].message.content in (SMALL_ANSWER, LARGE_ANSWER)
-    await asyncio.sleep(1.1)  # let `small` come back for the other tests
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 408, 409, 422, 429, 500, 502, 503, 504])

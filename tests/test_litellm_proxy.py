@@ -8,39 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import httpx
 import openai
 import pytest
 import yaml
-from litellm_test_logger import LOG_ENV, read_log
+from support.litellm_test_logger import LOG_ENV, read_log
+from support.proxy import BIG_ANSWER, EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
 
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 
 pytestmark = pytest.mark.proxy
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "litellm_proxy" / "config.yaml"
-MASTER_KEY = "sk-test-master-1234"
-MINI_ANSWER = "gpt-4o-mini says: the answer is 42."
-BIG_ANSWER = "gpt-4o says: the answer is 42."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proxy_config(example: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -65,7 +50,7 @@ def proxy_config(example: dict[str, Any], folder: Path) -> dict[str, Any]:
     ]
     config.setdefault("router_settings", {})["fallbacks"] = [{"guarded": ["gpt-4o"]}]
     config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],
-                                               "litellm_test_logger.recording_logger"]
+                                               "support.litellm_test_logger.recording_logger"]
     return config
 
 
@@ -116,45 +101,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         finally:
             stop(process)
             out.close()
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the proxy exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health/liveliness", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"the proxy was not ready within {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the proxy and its process group (uvicorn workers included)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-
-
-def ask(text: str) -> tuple[list[dict[str, str]], str]:
-    marker = f"[id:{uuid.uuid4().hex[:10]}]"
-    return [{"role": "user", "content": f"{text} {marker}"}], marker
-
-
-def wait_for(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def by_request(proxy: Proxy, request_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

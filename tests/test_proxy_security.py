@@ -21,15 +21,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import httpx
 import pytest
 import yaml
-from litellm_test_logger import LOG_ENV, read_log
-from test_litellm_proxy import EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
+from support.litellm_test_logger import LOG_ENV, read_log
+from support.proxy import EXAMPLE, MASTER_KEY, MINI_ANSWER, ask, free_port, stop, wait_for, wait_ready
 
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 
 pytestmark = pytest.mark.proxy
 
 SECRET = "secret-expensive"
-LIMITED = "sk-smart-only"  # litellm_test_auth: may call `smart` only
+LIMITED = "sk-smart-only"  # support/litellm_test_auth.py: may call `smart` only
 
 
 class Proxy:
@@ -59,11 +59,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         config["model_list"].append({"model_name": SECRET, "litellm_params": {
             "model": f"openai/{SECRET}", "api_base": "os.environ/UPSTREAM_API_BASE",
             "api_key": "os.environ/UPSTREAM_API_KEY", "input_cost_per_token": 1e-3, "output_cost_per_token": 1e-3}})
-        config["general_settings"].update({"custom_auth": "litellm_test_auth.user_api_key_auth",
+        config["general_settings"].update({"custom_auth": "support.litellm_test_auth.user_api_key_auth",
                                            "custom_auth_run_common_checks": True})
         config["litellm_settings"]["enable_post_custom_auth_checks"] = True
         config["litellm_settings"]["callbacks"] = [*config["litellm_settings"]["callbacks"],
-                                                   "litellm_test_logger.recording_logger"]
+                                                   "support.litellm_test_logger.recording_logger"]
         path = folder / "config.yaml"
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         port, log = free_port(), folder / "records.jsonl"

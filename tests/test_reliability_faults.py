@@ -37,7 +37,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 from langchain_openai import ChatOpenAI
-from litellm_test_logger import RecordingLogger, installed_logger
+from support.litellm_test_logger import RecordingLogger, installed_logger
 
 import litellm_hooks
 from langchain_confidence_router.core import CascadeError, RequestTrace

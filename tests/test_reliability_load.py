@@ -13,8 +13,8 @@ timeout past ``attempt_timeout_s``, malformed JSON, no logprobs). The test asser
   between the end of a warm-up and the end of the run.
 
 The helpers here (upstream and proxy subprocesses, ``/proc`` readers, the async load driver) are also
-used by ``benchmarks/bench_proxy.py``. The proxy is started the way tests/test_litellm_proxy.py does it,
-with its ``free_port``/``wait_ready``/``stop``.
+used by ``benchmarks/bench_proxy.py``. The proxy is started with the helpers of tests/support/proxy.py
+(``free_port``/``wait_ready``/``stop``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import aiohttp
 import pytest
 import yaml
-from test_litellm_proxy import free_port, stop, wait_ready
+from support.proxy import free_port, stop, wait_ready
 
 TESTS = Path(__file__).resolve().parent
 MASTER_KEY = "sk-load-master-1234"

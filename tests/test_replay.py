@@ -180,7 +180,20 @@ def test_shared_threshold_search_reaches_target_or_gives_up() -> None:
     conf = np.clip(0.3 + 0.4 * correct + rng.normal(0, 0.15, (500, 2)), 0, 1)
     cost = np.tile([1.0, 10.0], (500, 1))
     choice = shared_threshold_search(conf, correct, cost, 0.85)
-    assert choice is not None and choice.accuracy >= 0.85 and choice.thresholds[0] == choice.thresholds[0]
+    assert choice is not None and choice.accuracy >= 0.85
+    threshold = choice.thresholds[0]
+    assert np.isfinite(threshold) and choice.thresholds == (threshold, 0.0)
+
+    def outcome(t: float) -> tuple[float, float]:  # by hand: the small tier answers when conf >= t
+        small = conf[:, 0] >= t
+        return (float(np.where(small, correct[:, 0], correct[:, 1]).mean()),
+                float(np.where(small, 1.0, 11.0).mean()))
+
+    assert (choice.accuracy, choice.cost) == pytest.approx(outcome(threshold))
+    # Against every distinct confidence (the search tries 400 quantiles of them): nothing reaching the
+    # target is cheaper, and the search is within two items' escalations of the exact optimum.
+    exact = min(c for a, c in map(outcome, [*np.unique(conf[:, 0]), np.inf]) if a >= 0.85)
+    assert exact - 1e-12 <= choice.cost <= exact + 2 * 10.0 / 500
     assert shared_threshold_search(conf, correct, cost, 0.999) is None
 
 

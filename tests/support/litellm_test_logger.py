@@ -1,7 +1,7 @@
 """A LiteLLM CustomLogger for the tests: one record per logged call, in memory and in a JSON-lines file.
 
-The proxy tests reference ``litellm_test_logger.recording_logger`` from the proxy's
-``litellm_settings.callbacks`` (with this folder on PYTHONPATH) and read the file named by the
+The proxy tests reference ``support.litellm_test_logger.recording_logger`` from the proxy's
+``litellm_settings.callbacks`` (with tests/ on PYTHONPATH) and read the file named by the
 ``CONFIDENCE_TEST_LOG`` environment variable; Python tests read ``records`` directly. It stands for
 any real logger (Langfuse, LangSmith, spend logs): what it sees, they see.
 """
@@ -98,5 +98,5 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         return []
 
 
-#: The instance a proxy config names: ``litellm_settings.callbacks: [litellm_test_logger.recording_logger]``.
+#: The instance a proxy config names: ``litellm_settings.callbacks: [support.litellm_test_logger.recording_logger]``.
 recording_logger = RecordingLogger()
