@@ -546,6 +546,31 @@ def _split_path(problem: _Problem, sub: RunMatrix, select_rows: np.ndarray, n_mu
     return frontier
 
 
+def _certify(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray, names: Sequence[str], *,
+             relative: bool, level_value: float, level: float, bound: str
+             ) -> tuple[list[dict[str, Any]], list[tuple[Candidate, float]], list[dict[str, Any]]]:
+    """Fixed-sequence testing along each path at ``level``: every configuration before the first
+    failure is certified. Returns the tested rows, the certified (configuration, p-value) pairs and,
+    per path that stopped, the row where it stopped (with the drop's upper bound)."""
+    table: list[dict[str, Any]] = []
+    certified: list[tuple[Candidate, float]] = []
+    stops: list[dict[str, Any]] = []
+    for p_i, path in enumerate(paths):
+        for step, cand in enumerate(path):
+            st = problem.stats(cand, rows)
+            trivial = relative and cand.chain == (problem.largest,) and st.n_plus == 0 and st.n_minus == 0
+            p = 0.0 if trivial else _pvalue(st, relative=relative, level_value=level_value, level=level, bound=bound)
+            ok = p <= level
+            table.append(_row(p_i, step, cand, problem.families, names, st, p, ok))
+            if not ok:
+                if relative:
+                    table[-1]["drop_upper_bound"] = _r(paired_drop_ucb(st.n, st.n_plus, st.n_minus, level))
+                stops.append(table[-1])
+                break
+            certified.append((cand, p))
+    return table, certified, stops
+
+
 # ----------------------------------------------------------------------------- the tuner
 
 
@@ -681,20 +706,8 @@ def tune(
     level = delta / m_fam
     if has_target:
         level_value = max_accuracy_drop if relative else 1.0 - float(target_accuracy)  # type: ignore[arg-type]
-        for p_i, path in enumerate(paths):
-            for step, cand in enumerate(path):
-                st = problem.stats(cand, certify_rows)
-                trivial = relative and cand.chain == (largest,) and st.n_plus == 0 and st.n_minus == 0
-                p = 0.0 if trivial else _pvalue(st, relative=relative, level_value=float(level_value), level=level,
-                                                bound=bound)
-                ok = p <= level
-                table.append(_row(p_i, step, cand, families, names, st, p, ok))
-                if not ok:
-                    if relative:
-                        table[-1]["drop_upper_bound"] = _r(paired_drop_ucb(st.n, st.n_plus, st.n_minus, level))
-                    stops.append(table[-1])
-                    break
-                certified.append((cand, p))
+        table, certified, stops = _certify(problem, paths, certify_rows, names, relative=relative,
+                                           level_value=float(level_value), level=level, bound=bound)
     chosen: Candidate
     p_chosen: float | None = None
     if has_target:
