@@ -49,6 +49,7 @@ With no target, ``cost_quality_tradeoff`` t picks the configuration maximising
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import math
 import re
@@ -407,9 +408,15 @@ def _visibly_cheaper(problem: _Problem, cand: Candidate, rows: np.ndarray) -> bo
     return float(diff.mean()) + se < 0.0
 
 
+@functools.lru_cache(maxsize=8192)
+def _paired_pvalue(n: int, n_plus: int, n_minus: int, eps: float, level: float) -> float:
+    """The exact paired p-value costs milliseconds; paths often revisit the same counts."""
+    return paired_drop_pvalue(n, n_plus, n_minus, eps, level=level)
+
+
 def _pvalue(st: _Stats, *, relative: bool, level_value: float, level: float, bound: str) -> float:
     if relative:
-        return paired_drop_pvalue(st.n, st.n_plus, st.n_minus, level_value, level=level)
+        return _paired_pvalue(st.n, st.n_plus, st.n_minus, level_value, level)
     alpha = level_value
     if bound == "hoeffding_bentkus":
         return hoeffding_bentkus_pvalue(st.errors / max(st.n, 1), st.n, alpha)
