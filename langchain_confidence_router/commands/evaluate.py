@@ -36,9 +36,16 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _largest_alone(report: dict[str, Any]) -> bool:
+    return list(report["models"]) == [report["largest_model"]]
+
+
 def render(report: dict[str, Any]) -> str:
     """A plain-text summary of :func:`evaluate_config`'s report."""
     lines = [f"{report['n']} items; cascade {' -> '.join(report['models'])}", ""]
+    if _largest_alone(report):
+        lines[0] += (f" -- this is the largest model alone: the tuned configuration routes every request to "
+                     f"{report['largest_model']}, so it saves nothing")
     lines.append(f"{'policy':18s} {'accuracy':>9s} {'mean cost $':>12s} {'savings':>8s} {'oracle share':>12s}")
     for name, row in report["baselines"].items():
         lines.append(f"{name:18s} {row['accuracy']:9.4f} {row['cost']:12.4g} {_pct(row['savings']):>8s} "
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     candidates = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     report = evaluate_config(config, runs, candidates=candidates)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "largest_alone": _largest_alone(report)}, indent=2))
     else:
         print(render(report))
     return 0

@@ -42,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                      "router computes at run time)")
     p.add_argument("--bound", default="binomial", choices=("binomial", "hoeffding_bentkus"),
                    help="test for an absolute target (a relative one always uses the paired test)")
-    p.add_argument("--mode", default="auto", choices=("auto", "direct", "split"),
-                   help="direct: one threshold per signal certified on all items (<= 2 models); "
+    p.add_argument("--mode", default="auto", choices=("auto", "direct", "quantile", "split"),
+                   help="direct: one threshold per signal certified on all items (<= 2 models); quantile: one "
+                        "label-free path per sub-chain certified on all items (default for a relative target); "
                         "split: select on one part, certify on the other (default: auto)")
     p.add_argument("--select-fraction", type=float, default=0.3, help="split mode: share of items used to select")
     p.add_argument("--seed", type=int, default=0, help="seed of the random split")
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     out = write_tuned_config(result, base, args.out, extra_evidence=extra)
     ev = result.evidence
     if args.json:
-        print(json.dumps(ev, indent=2))
+        print(json.dumps({**ev, "path_table": result.path}, indent=2))
         return 0
     chain = " -> ".join(f"{m} (>= {t:.4g})" if i < len(result.models) - 1 else m
                         for i, (m, t) in enumerate(zip(result.models, result.thresholds, strict=True)))
@@ -91,8 +92,15 @@ def run(args: argparse.Namespace) -> int:
     if "target" in ev:
         print(f"  guarantee: {ev['guarantee']}; certified {ev['certified_configurations']} of "
               f"{ev['path_length']} configurations tested")
-        if not ev["certified"]:
+        if "note" in ev:
             print(f"  warning: {ev['note']}")
+        for stop in ev.get("stopped_at", [])[:20] if ev.get("largest_alone") else []:
+            bound = stop.get("drop_upper_bound")
+            print(f"    path {stop['path']} stopped at step {stop['step']}: {' -> '.join(stop['models'])} "
+                  f"thresholds {stop['thresholds']}, estimated drop {stop['estimated_drop'] * 100:+.2f} pts"
+                  + (f", upper bound {bound * 100:.2f} pts" if bound is not None else "")
+                  + f", cascade worse on {stop['n_cascade_worse']} items and better on {stop['n_cascade_better']}, "
+                  f"p = {stop['p_value']:.3g}")
     print(f"  on the tuning items: accuracy {exp['accuracy']:.4f} (largest {exp['largest_accuracy']:.4f}), "
           f"mean cost ${exp['cost_usd']:.3g} (largest ${exp['largest_cost_usd']:.3g}), savings "
           f"{(exp['savings'] or 0) * 100:.1f}%")

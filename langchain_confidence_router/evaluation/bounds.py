@@ -205,4 +205,4 @@ def paired_drop_ucb(n: int, n_plus: int, n_minus: int, level: float) -> float:
     if paired_drop_pvalue(n, n_plus, n_minus, 1.0, level=level) > level:
         return 1.0
     return _bisect(lambda e: paired_drop_pvalue(n, n_plus, n_minus, e, level=level) - level, -1.0, 1.0,
-                   iters=30)
+                   iters=16)

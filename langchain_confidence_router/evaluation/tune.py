@@ -49,6 +49,7 @@ With no target, ``cost_quality_tradeoff`` t picks the configuration maximising
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import itertools
 import math
 import re
@@ -407,9 +408,15 @@ def _visibly_cheaper(problem: _Problem, cand: Candidate, rows: np.ndarray) -> bo
     return float(diff.mean()) + se < 0.0
 
 
+@functools.lru_cache(maxsize=8192)
+def _paired_pvalue(n: int, n_plus: int, n_minus: int, eps: float, level: float) -> float:
+    """The exact paired p-value costs milliseconds; paths often revisit the same counts."""
+    return paired_drop_pvalue(n, n_plus, n_minus, eps, level=level)
+
+
 def _pvalue(st: _Stats, *, relative: bool, level_value: float, level: float, bound: str) -> float:
     if relative:
-        return paired_drop_pvalue(st.n, st.n_plus, st.n_minus, level_value, level=level)
+        return _paired_pvalue(st.n, st.n_plus, st.n_minus, level_value, level)
     alpha = level_value
     if bound == "hoeffding_bentkus":
         return hoeffding_bentkus_pvalue(st.errors / max(st.n, 1), st.n, alpha)
@@ -460,6 +467,55 @@ def _direct_paths(families: list[Family], sub: RunMatrix, names: Sequence[str], 
     return paths, select_rows, certify_rows
 
 
+def _quantile_paths(families: list[Family], sub: RunMatrix, names: Sequence[str], steps: int
+                    ) -> list[list[Candidate]]:
+    """Quantile mode: one path per (family, sub-chain ending at the largest model).
+
+    Every gated tier accepts the same share a of the tuning items by its own confidence (its threshold
+    is that tier's (1 - a)-quantile of confidence over all tuning items); a grows from 0 ("accept
+    nothing": the largest alone) to 1. Quantiles of confidence are computed without labels and a
+    strictly increasing calibration does not change which items a quantile accepts, so the path's
+    order is fixed before any label is looked at: fixed-sequence testing may use every tuning item.
+    """
+    largest = len(names) - 1
+    smaller = range(largest)
+    chains = [(*c, largest) for r in range(1, largest + 1) for c in itertools.combinations(smaller, r)]
+    shares = np.linspace(0.0, 1.0, steps + 1)[1:]
+    paths = []
+    for f, fam in enumerate(families):
+        for chain in chains:
+            gated = chain[:-1]
+            qs = []
+            for j in gated:
+                col = fam.conf[:, j]
+                col = col[np.isfinite(col)]
+                qs.append(np.quantile(col, 1.0 - shares, method="higher") if col.size else np.full(shares.size, np.inf))
+            path = [Candidate(f, (largest,), (0.0,))]
+            seen = {path[0]}
+            for k in range(shares.size):
+                cand = _normalise_candidate(f, chain, (*(float(q[k]) for q in qs), 0.0))
+                if cand not in seen:
+                    seen.add(cand)
+                    path.append(cand)
+            paths.append(path)
+    return paths
+
+
+def _label_free_families(families: list[Family], sub: RunMatrix, names: Sequence[str]) -> list[Family]:
+    """A calibration fitted as decreasing would let labels reverse a path's order: threshold the
+    signal's own score for that model instead (its ranking is fixed before any label is seen)."""
+    out = []
+    for fam in families:
+        conf, cals = fam.conf.copy(), dict(fam.calibrations)
+        for j, name in enumerate(names):
+            cal = cals.get(name)
+            if cal is not None and cal.method == "platt" and float(cal.params["a"]) <= 0:
+                conf[:, j] = score_array(fam.signal, sub.signals[fam.signal][:, j])
+                cals[name] = None
+        out.append(Family(fam.name, fam.signal, fam.calibrate, cals, conf))
+    return out
+
+
 def _split_path(problem: _Problem, sub: RunMatrix, select_rows: np.ndarray, n_mu: int, grid: int, max_path: int,
                 progress: bool | None) -> list[Candidate]:
     """Split mode: every (family, sub-chain) frontier traced on the selection rows, merged, Pareto-filtered
@@ -497,6 +553,31 @@ def _split_path(problem: _Problem, sub: RunMatrix, select_rows: np.ndarray, n_mu
     return frontier
 
 
+def _certify(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray, names: Sequence[str], *,
+             relative: bool, level_value: float, level: float, bound: str
+             ) -> tuple[list[dict[str, Any]], list[tuple[Candidate, float]], list[dict[str, Any]]]:
+    """Fixed-sequence testing along each path at ``level``: every configuration before the first
+    failure is certified. Returns the tested rows, the certified (configuration, p-value) pairs and,
+    per path that stopped, the row where it stopped (with the drop's upper bound)."""
+    table: list[dict[str, Any]] = []
+    certified: list[tuple[Candidate, float]] = []
+    stops: list[dict[str, Any]] = []
+    for p_i, path in enumerate(paths):
+        for step, cand in enumerate(path):
+            st = problem.stats(cand, rows)
+            trivial = relative and cand.chain == (problem.largest,) and st.n_plus == 0 and st.n_minus == 0
+            p = 0.0 if trivial else _pvalue(st, relative=relative, level_value=level_value, level=level, bound=bound)
+            ok = p <= level
+            table.append(_row(p_i, step, cand, problem.families, names, st, p, ok))
+            if not ok:
+                if relative:
+                    table[-1]["drop_upper_bound"] = _r(paired_drop_ucb(st.n, st.n_plus, st.n_minus, level))
+                stops.append(table[-1])
+                break
+            certified.append((cand, p))
+    return table, certified, stops
+
+
 # ----------------------------------------------------------------------------- the tuner
 
 
@@ -516,6 +597,7 @@ def tune(
     bound: str = "binomial",
     seed: int = 0,
     max_path: int = 200,
+    quantile_steps: int = 40,
     n_mu: int = 40,
     grid: int = 100,
     l2: float = 1.0,
@@ -553,6 +635,11 @@ def tune(
     if absent:
         raise TuneError(f"signal(s) {absent} are not in the recorded runs (recorded: {', '.join(sub.signals)})")
     if not sigs:
+        opt_in = [s for s in ("self_verify", "consistency") if s in sub.available_signals(names)]
+        if opt_in:
+            raise TuneError(f"no logprob signal is recorded for every candidate model, but {', '.join(opt_in)} "
+                            f"is; these cost extra calls, so tuning uses them only when asked: pass "
+                            f"--signals {','.join(opt_in)} (signals=[...] in Python)")
         raise TuneError("no confidence signal is recorded for every candidate model; record logprobs or signals")
     n = sub.n
     if n < 20:
@@ -562,10 +649,16 @@ def tune(
     relative = max_accuracy_drop is not None
     largest = len(names) - 1
 
+    monotone = all(m in _MONOTONE for m in methods)
     if mode == "auto":
-        mode = "direct" if has_target and len(names) <= 2 and all(m in _MONOTONE for m in methods) else "split"
-    if mode not in ("direct", "split"):
-        raise TuneError(f"mode must be auto, direct or split, got {mode!r}")
+        if has_target and len(names) <= 2 and monotone:
+            mode = "direct"
+        elif relative and monotone:
+            mode = "quantile"
+        else:
+            mode = "split"
+    if mode not in ("direct", "split", "quantile"):
+        raise TuneError(f"mode must be auto, direct, quantile or split, got {mode!r}")
     if not has_target:  # nothing to certify: trace the frontier on every tuning item
         mode = "split"
         select_rows = certify_rows = np.arange(n)
@@ -573,6 +666,10 @@ def tune(
         if len(names) > 2 or any(m not in _MONOTONE for m in methods):
             raise TuneError("direct mode needs at most two candidate models and a monotone calibration "
                             "(platt, temperature or none); use split mode")
+        select_rows = certify_rows = np.arange(n)
+    elif mode == "quantile":
+        if not monotone:
+            raise TuneError("quantile mode needs a monotone calibration (platt, temperature or none); use split mode")
         select_rows = certify_rows = np.arange(n)
     else:
         if not 0.05 <= select_fraction <= 0.95:
@@ -597,6 +694,10 @@ def tune(
     # ---- paths (conservative -> aggressive), one per family in direct mode, one merged in split mode
     if mode == "direct":
         paths, select_rows, certify_rows = _direct_paths(families, sub, names, rng, family_select_fraction, max_path)
+    elif mode == "quantile":
+        families = _label_free_families(families, sub, names)
+        problem = _Problem(families, sub.correct, sub.cost, settings, largest)
+        paths = _quantile_paths(families, sub, names, quantile_steps)
     else:
         paths = [_split_path(problem, sub, select_rows, n_mu, grid, max_path, progress)]
     path_families = [sorted({c.family for c in path}) for path in paths]
@@ -607,21 +708,13 @@ def tune(
     ref_cost = float(sub.cost[:, largest].mean())
     table: list[dict[str, Any]] = []
     certified: list[tuple[Candidate, float]] = []
+    stops: list[dict[str, Any]] = []
     m_fam = max(1, len(paths))
     level = delta / m_fam
     if has_target:
         level_value = max_accuracy_drop if relative else 1.0 - float(target_accuracy)  # type: ignore[arg-type]
-        for p_i, path in enumerate(paths):
-            for step, cand in enumerate(path):
-                st = problem.stats(cand, certify_rows)
-                trivial = relative and cand.chain == (largest,) and st.n_plus == 0 and st.n_minus == 0
-                p = 0.0 if trivial else _pvalue(st, relative=relative, level_value=float(level_value), level=level,
-                                                bound=bound)
-                ok = p <= level
-                table.append(_row(p_i, step, cand, families, names, st, p, ok))
-                if not ok:
-                    break
-                certified.append((cand, p))
+        table, certified, stops = _certify(problem, paths, certify_rows, names, relative=relative,
+                                           level_value=float(level_value), level=level, bound=bound)
     chosen: Candidate
     p_chosen: float | None = None
     if has_target:
@@ -651,7 +744,7 @@ def tune(
         m_fam=m_fam, bound=bound, families=families, path_families=path_families, paths=paths,
         certified=certified, chosen=chosen, p_chosen=p_chosen, full=full, cert=cert, ref_acc=ref_acc,
         ref_cost=ref_cost, outcome=outcome, has_target=has_target, relative=relative, sub=sub,
-        cost_quality_tradeoff=settings.cost_quality_tradeoff,
+        cost_quality_tradeoff=settings.cost_quality_tradeoff, stops=stops,
     )
     chain_names = [names[i] for i in chosen.chain]
     return TuneResult(
@@ -666,7 +759,9 @@ def _row(p_i: int, step: int, cand: Candidate, families: list[Family], names: Se
     return {
         "path": p_i, "step": step, "family": families[cand.family].name,
         "models": [names[i] for i in cand.chain], "thresholds": [round(t, 6) for t in cand.thresholds],
-        "certify_accuracy": round(st.accuracy, 6), "certify_cost": st.cost, "p_value": p, "certified": ok,
+        "certify_accuracy": round(st.accuracy, 6), "certify_cost": st.cost,
+        "estimated_drop": round((st.n_plus - st.n_minus) / max(st.n, 1), 6),
+        "n_cascade_worse": st.n_plus, "n_cascade_better": st.n_minus, "p_value": p, "certified": ok,
     }
 
 
@@ -730,9 +825,11 @@ def _evidence(**kw: Any) -> dict[str, Any]:
                 "n": cert.n, "accuracy": _r(cert.accuracy),
                 "accuracy_lower_bound": _r(clopper_pearson_lower(cert.n - cert.errors, cert.n, delta)),
             }
-        if not kw["certified"]:
-            ev["note"] = ("no configuration was certified at this target; the largest model alone is returned "
-                          "(the target may be unreachable on this data)")
+        ev["stopped_at"] = kw["stops"]
+        ev["largest_alone"] = chosen.chain == (len(names) - 1,)
+        if not kw["certified"] or ev["largest_alone"]:
+            ev["note"] = ("no cascade cheaper than the largest model was certified at this target; the largest "
+                          "model alone is returned (see stopped_at: where each tested path stopped and why)")
     else:
         ev["cost_quality_tradeoff"] = kw["cost_quality_tradeoff"]
         ev["guarantee"] = "none (no target given)"
