@@ -25,6 +25,7 @@ from .core import (
     parse_config,
 )
 from .human import recording as _recording  # noqa: F401  (wires a human: section's store and audit log)
+from .metrics import observers_for as _metrics  # noqa: F401  (wires a metrics: section's Prometheus observer)
 
 __version__ = "0.1.0"
 

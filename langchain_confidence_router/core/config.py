@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from .errors import ConfigError
 from .filters import TOKEN_FILTERS
 from .human import HumanSettings
+from .metrics_settings import MetricsSettings
 from .nologprob import ConsistencySettings, SelfVerifySettings
 from .signals import LOGPROB_SIGNALS
 
@@ -181,6 +182,7 @@ class RouterConfig(_Strict):
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     models: list[ModelSpec] = Field(default_factory=list)
     human: HumanSettings | None = Field(None, description="human escalation past the largest model")
+    metrics: MetricsSettings | None = Field(None, description="live Prometheus metrics (see docs/operations.md)")
     evidence: dict[str, Any] | None = Field(None, description="written by `tune`: how thresholds were chosen")
 
     _source: Path | None = PrivateAttr(None)
@@ -212,7 +214,8 @@ class RouterConfig(_Strict):
 
     def config_hash(self) -> str:
         """Short stable hash of the effective configuration, for traces and audit."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"evidence"}), sort_keys=True)
+        # metrics change what is exported, never a decision, so they leave the hash alone
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"evidence", "metrics"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
