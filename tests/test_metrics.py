@@ -243,7 +243,8 @@ def litellm_config(upstream: str) -> dict[str, Any]:
                             "metrics": {}}}},  # router label: the model group
         ],
         "litellm_settings": {
-            "custom_provider_map": [{"provider": "confidence", "custom_handler": "litellm_hooks.handler.confidence_handler"}],
+            "custom_provider_map": [{"provider": "confidence",
+                                     "custom_handler": "litellm_hooks.handler.confidence_handler"}],
             "callbacks": ["litellm_hooks.callback.confidence_callback", "prometheus"],
         },
         "general_settings": {"master_key": "sk-test-metrics"},
@@ -319,7 +320,8 @@ def test_the_litellm_proxy_serves_the_series_on_its_own_metrics_endpoint(
     assert value(got, "confidence_router_confidence_count", **smart, model="gpt-4o-mini") == 3
     assert value(got, "confidence_router_decision_seconds_count", **smart) == 3
     # spend matches what the proxy billed (the two non-streamed responses' cost headers, plus the stream)
-    spent = sum(v for (n, lb), v in got.items() if n == "confidence_router_cost_usd_total" and ("router", "smart") in lb)
+    spent = sum(v for (n, lb), v in got.items()
+                if n == "confidence_router_cost_usd_total" and ("router", "smart") in lb)
     assert spent >= sum(costs) > 0
     # the largest tier is priced from LiteLLM's cost map (the configuration names no price)
     price = litellm.model_cost["gpt-4o"]
@@ -386,7 +388,7 @@ def test_monitor_pushes_one_run_to_a_pushgateway(tmp_path: Path) -> None:
     received: list[tuple[str, str, str]] = []
 
     class Gateway(BaseHTTPRequestHandler):  # the Pushgateway protocol: PUT the exposition to /metrics/job/<job>
-        def do_PUT(self) -> None:  # noqa: N802
+        def do_PUT(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             received.append((self.command, self.path, body))
             self.send_response(200)
