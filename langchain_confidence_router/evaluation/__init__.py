@@ -1,23 +1,14 @@
 """Offline evaluation: recorded runs (one row per item and model) and converters from public data.
 
-Converter names are imported lazily so ``python -m ...evaluation.converters`` runs without a
-double-import warning and reading runs does not pay for the converters.
+Every name is imported on first use: ``python -m ...evaluation.converters`` runs without a
+double-import warning, reading runs does not pay for the converters, and the monitor can use
+:mod:`.metrics` without loading the recorded-run format.
 """
 
 from typing import Any
 
-from .runs import (
-    RecordedRuns,
-    RunFormatError,
-    RunRecord,
-    TokenLogprob,
-    TopLogprob,
-    append_run,
-    iter_runs,
-    read_runs,
-    write_runs,
-)
-
+_RUN_NAMES = ("RecordedRuns", "RunFormatError", "RunRecord", "TokenLogprob", "TopLogprob", "append_run",
+              "iter_runs", "read_runs", "write_runs")
 _CONVERTER_NAMES = ("CONVERTERS", "PRICES", "Price", "convert", "cost_usd")
 #: Tuning and evaluation names, imported on first use so reading runs stays light.
 _LAZY = {
@@ -51,6 +42,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RUN_NAMES:
+        from . import runs
+
+        return getattr(runs, name)
     if name in _CONVERTER_NAMES:
         from . import converters
 
