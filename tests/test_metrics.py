@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import socket
@@ -270,7 +271,7 @@ def test_the_litellm_proxy_serves_the_series_on_its_own_metrics_endpoint(
                                           encoding="utf-8")
     port = free_port()
     log = (tmp_path / "proxy.log").open("wb")
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(REPO)}
     proxy = subprocess.Popen([str(Path(sys.executable).with_name("litellm")), "--config", str(tmp_path / "config.yaml"),
                               "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, env=env, stdout=log,
@@ -308,7 +309,7 @@ def test_the_litellm_proxy_serves_the_series_on_its_own_metrics_endpoint(
         assert httpx.get(f"{base}/metrics/", timeout=5).status_code == 401  # not without the key
     finally:
         if proxy.poll() is None:
-            __import__("os").killpg(proxy.pid, 15)
+            os.killpg(proxy.pid, 15)
             proxy.wait(15)
         log.close()
     smart = {"router": "smart"}
@@ -502,3 +503,18 @@ def test_promtool_checks_the_rules_and_their_unit_tests() -> None:
     for command in (["promtool", "check", "rules", "alerts.yml"], ["promtool", "test", "rules", "alerts_test.yml"]):
         done = subprocess.run(command, cwd=MONITORING, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_langchain_metrics_example_runs_as_a_script() -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(MONITORING / "langchain_metrics.py"), "", str(port)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines())
+    key = "confidence_router_requests_total{{model={},outcome=accepted,route=automated,router=example}}"
+    assert lines[key.format("small")] == "1" and lines[key.format("large")] == "1"
+    assert lines["confidence_router_escalations_total{model=small,router=example}"] == "1"
+    saved = (float(lines["confidence_router_always_largest_cost_usd_total{router=example}"])
+             - float(lines["confidence_router_compared_cost_usd_total{router=example}"]))
+    assert saved > 0
