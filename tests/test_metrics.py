@@ -13,8 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import yaml
 from langchain_openai import ChatOpenAI
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support.proxy import free_port, wait_for
 
 from langchain_confidence_router import ConfidenceRouter, RequestTrace, parse_config
 from langchain_confidence_router.cli import main as cli_main
@@ -45,12 +45,6 @@ PRICES = {"small": (1e-7, 4e-7), "large": (2.5e-6, 1e-5)}
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def parse(text: str) -> Samples:
     """Every sample of an exposition, keyed by (sample name, sorted labels), via prometheus_client's parser."""
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -65,13 +59,6 @@ def scrape(port: int) -> Samples:
     return parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
