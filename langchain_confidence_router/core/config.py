@@ -136,6 +136,18 @@ class AlgorithmConfig(_Strict):
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
 
 
+class EarlyAbort(_Strict):
+    """Give up on a gated attempt mid-stream once the answer so far already looks rejected.
+
+    The running confidence is the tier's own (signal, calibration, token filter) on the tokens received
+    so far; see docs/signals.md ("Early abort") for which signals make this provably conservative.
+    """
+
+    after_tokens: int = Field(ge=1, description="tokens received before the rule may fire")
+    below: float = Field(ge=0.0, le=1.0, description="abort when the running confidence is below this")
+    check_every: int = Field(1, ge=1, description="re-score the prefix every this many tokens")
+
+
 class ModelSpec(_Strict):
     """One candidate model: a LangChain model key or a LiteLLM model group."""
 
@@ -148,6 +160,7 @@ class ModelSpec(_Strict):
     confidence_method: str | None = None
     token_filter: TokenFilter | None = None
     quality: float | None = Field(None, description="automix: a quality figure such as benchmark accuracy")
+    early_abort: EarlyAbort | None = Field(None, description="abort a gated attempt mid-stream (docs/signals.md)")
 
     @field_validator("size")
     @classmethod
@@ -279,6 +292,7 @@ __all__ = [
     "TOKEN_FILTERS",
     "AlgorithmConfig",
     "ConfidenceSettings",
+    "EarlyAbort",
     "HybridWeights",
     "Limits",
     "ModelSpec",

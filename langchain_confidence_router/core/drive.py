@@ -7,6 +7,9 @@ An adapter supplies only its I/O, as an :class:`AttemptIO` (sync) or :class:`Asy
 * ``call(call)``: one whole (non-streamed) tier call, returning a :class:`TierResult`;
 * ``live(call)``: for a call whose answer streams to the user as it is written, a :class:`LiveStream`
   that opens the upstream stream and turns its chunks into what the user sees; ``None`` to call it whole;
+* ``gated(call)``: for a call the policy may abandon mid-answer (a tier with ``early_abort``), a
+  :class:`GatedStream`: a hidden stream whose logprobs feed the policy's abort tracker and whose tokens
+  never reach the user; ``None`` to call it whole. Only asked when the policy ``gates`` at all;
 * ``begin(call)`` / ``end(step)``: hooks around each attempt (LangChain opens and closes its runs there).
 
 Because the loop, the timing, the timeout wording and the ``committed`` rule live here once, the
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .abort import AbortTracker
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 CallFn = Callable[[TierCall], TierResult]
@@ -65,6 +69,35 @@ class AsyncLiveStream(LiveStream, Protocol):
         ...
 
 
+class GatedStream(Protocol):
+    """A gated attempt streamed internally (hidden from the user) so the early-abort rule can watch it."""
+
+    def add(self, chunk: Any) -> Sequence[Any] | None:
+        """Record one upstream chunk; return the logprob entries (one per token) it carried."""
+        ...
+
+    @property
+    def tool_call(self) -> bool:
+        """Whether the answer turned into a tool call (the rule then stands down)."""
+        ...
+
+    def result(self) -> TierResult:
+        """What was received: the whole answer, or the part before an abort (``tokens_out``: tokens received)."""
+        ...
+
+
+class SyncGatedStream(GatedStream, Protocol):
+    def open(self) -> Iterable[Any]:
+        """Start the upstream stream; its chunks. Closing the iterator must close the connection."""
+        ...
+
+
+class AsyncGatedStream(GatedStream, Protocol):
+    async def open(self) -> AsyncIterator[Any]:
+        """Start the upstream stream; its chunks. ``aclose()`` must close the connection."""
+        ...
+
+
 class AttemptIO:
     """An adapter's blocking I/O for one request. Subclass and override what you need."""
 
@@ -72,6 +105,9 @@ class AttemptIO:
         raise NotImplementedError
 
     def live(self, call: TierCall) -> SyncLiveStream | None:
+        return None
+
+    def gated(self, call: TierCall) -> SyncGatedStream | None:
         return None
 
     def committed(self, call: TierCall) -> bool:
@@ -92,6 +128,9 @@ class AsyncAttemptIO:
         raise NotImplementedError
 
     def live(self, call: TierCall) -> AsyncLiveStream | None:
+        return None
+
+    def gated(self, call: TierCall) -> AsyncGatedStream | None:
         return None
 
     def committed(self, call: TierCall) -> bool:
@@ -173,17 +212,84 @@ async def astream_attempt(policy: CascadePolicy, call: TierCall, live: AsyncLive
     done.append(Step(call, policy.on_result(call, result, _ms(t0), committed=live.visible)))
 
 
+def gated_attempt(policy: CascadePolicy, call: TierCall, gated: SyncGatedStream, tracker: AbortTracker) -> Step:
+    """Run a gated call as a hidden stream, abandoning it (and closing the upstream stream) as soon as the
+    tracker fires; report the whole answer, the abort, or the error to the policy."""
+    t0 = time.perf_counter()
+    chunks: Iterable[Any] | None = None
+    try:
+        try:
+            chunks = gated.open()
+            for chunk in chunks:
+                entries = gated.add(chunk)
+                if gated.tool_call:
+                    tracker.disable()
+                if tracker.feed(entries):
+                    break
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        result = gated.result()
+    except Exception as exc:
+        return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+    if tracker.fired_at is not None:
+        return Step(call, policy.on_aborted(call, result, _ms(t0), tracker))
+    return Step(call, policy.on_result(call, result, _ms(t0)))
+
+
+async def agated_attempt(policy: CascadePolicy, call: TierCall, gated: AsyncGatedStream, tracker: AbortTracker,
+                         timeout: float | None) -> Step:
+    """:func:`gated_attempt` for async I/O, each chunk within the attempt timeout (as a live stream)."""
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            upstream = await gated.open()
+        chunks = within(upstream, timeout)
+        try:
+            async for chunk in chunks:
+                entries = gated.add(chunk)
+                if gated.tool_call:
+                    tracker.disable()
+                if tracker.feed(entries):
+                    break
+        finally:
+            await chunks.aclose()  # closes the upstream stream now, not when garbage is collected
+        result = gated.result()
+    except Exception as exc:
+        exc = timeout_error(exc, timeout, "no chunk")
+        return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+    if tracker.fired_at is not None:
+        return Step(call, policy.on_aborted(call, result, _ms(t0), tracker))
+    return Step(call, policy.on_result(call, result, _ms(t0)))
+
+
+def _gate(policy: CascadePolicy, call: TierCall, io: AttemptIO | AsyncAttemptIO
+          ) -> tuple[Any, AbortTracker] | None:
+    """The hidden stream and tracker of a gated call, or None to call it whole."""
+    tracker = policy.abort_tracker(call)
+    if tracker is None:
+        return None
+    gated = io.gated(call)
+    return None if gated is None else (gated, tracker)
+
+
 # ---------------------------------------------------------------------------- one request
 
 
 def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish | Fail]:
     """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action."""
     action: Action = policy.start()
+    gates = policy.gates
     while isinstance(action, CallTier):
         call = action.call
         io.begin(call)
-        live = io.live(call)
-        step = attempt(policy, call, io) if live is None else (yield from stream_attempt(policy, call, live))
+        if gates and (gate := _gate(policy, call, io)) is not None:
+            step = gated_attempt(policy, call, *gate)
+        elif (live := io.live(call)) is None:
+            step = attempt(policy, call, io)
+        else:
+            step = yield from stream_attempt(policy, call, live)
         io.end(step)
         action = step.action
     return action
@@ -193,16 +299,20 @@ def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     """Drive ``policy`` to its end with every call whole (``io.live`` is not asked): :func:`drive` without a
     live attempt, and without a generator's overhead on this hot path."""
     action: Action = policy.start()
+    gates = policy.gates
     while isinstance(action, CallTier):
         call = action.call
         io.begin(call)
-        t0 = time.perf_counter()  # attempt(), inlined: this loop is every blocking request's hot path
-        try:
-            result = io.call(call)
-        except Exception as exc:
-            step = Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+        if gates and (gate := _gate(policy, call, io)) is not None:  # a hidden stream (early_abort)
+            step = gated_attempt(policy, call, *gate)
         else:
-            step = Step(call, policy.on_result(call, result, _ms(t0), committed=io.committed(call)))
+            t0 = time.perf_counter()  # attempt(), inlined: this loop is every blocking request's hot path
+            try:
+                result = io.call(call)
+            except Exception as exc:
+                step = Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+            else:
+                step = Step(call, policy.on_result(call, result, _ms(t0), committed=io.committed(call)))
         io.end(step)
         action = step.action
     return action
@@ -222,11 +332,13 @@ class Ending:
 async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> AsyncIterator[Any]:
     """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``."""
     action: Action = policy.start()
+    gates = policy.gates
     while isinstance(action, CallTier):
         call = action.call
         await io.begin(call)
-        live = io.live(call)
-        if live is None:
+        if gates and (gate := _gate(policy, call, io)) is not None:
+            step = await agated_attempt(policy, call, *gate, io.timeout(call))
+        elif (live := io.live(call)) is None:
             step = await aattempt(policy, call, io)
         else:
             done: list[Step] = []

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .abort import AbortTracker
 from .config import NO_LOGPROB_METHODS, ConfidenceSettings
 from .errors import (
     AllTiersFailedError,
@@ -199,6 +200,8 @@ class CascadePolicy:
         self._next = 0
         self._t0 = time.perf_counter()
         self._done = False
+        #: whether any tier has an early-abort rule (drivers skip the gated path entirely when not)
+        self.gates = any(t.spec.early_abort is not None for t in self.tiers)
 
     # ---------------------------------------------------------------- transitions
 
@@ -227,6 +230,33 @@ class CascadePolicy:
         stream cut half way): no other answer can follow those tokens, so the request fails, whatever
         ``on_error`` says, and the trace says so."""
         return self._settled(call, self._error(call, exc, latency_ms, committed))
+
+    def abort_tracker(self, call: TierCall) -> AbortTracker | None:
+        """The early-abort tracker for a gated call (an answer that may still be rejected, on a tier with
+        ``early_abort`` and a logprob method); None: call it whole, as without the rule."""
+        tier = call.tier
+        rule = tier.spec.early_abort
+        if rule is None or call.final or call.purpose != "answer" or tier.method in NO_LOGPROB_METHODS:
+            return None
+        return AbortTracker(rule, method=tier.method, token_filter=tier.token_filter,
+                            threshold=self.thresholds.get(tier.name, tier.threshold), params=self._params,
+                            calibration=tier.calibration, answer_pattern=self.settings.answer_pattern)
+
+    def on_aborted(self, call: TierCall, partial: TierResult, latency_ms: float | None,
+                   tracker: AbortTracker) -> Action:
+        """Record an attempt the early-abort rule cut off and escalate. ``partial`` holds what was received
+        (``tokens_out``: the tokens paid for). The partial answer is never returned, not even as a fallback."""
+        attempt = self._attempt(call, latency_ms, partial)
+        if partial.cost_usd is None and partial.tokens_in is None and call.tier.spec.input_cost_per_token:
+            attempt.cost_usd = None  # a cancelled stream reports no prompt usage: the cost is not known
+        attempt.aborted_at_token = tracker.fired_at
+        attempt.has_logprobs = True
+        self._score(attempt, call.tier, tracker.prefix(), call.tier.token_filter)
+        attempt.decision = "escalate"
+        attempt.reason = tracker.reason()
+        self._record(attempt)
+        self.trace.reasons.append(f"{attempt.model}: {attempt.reason}")
+        return self._settled(call, self._next_action())
 
     def attempt_trace(self, number: int) -> AttemptTrace | None:
         """The record of call number ``number`` (``TierCall.attempt``), once that call was reported."""

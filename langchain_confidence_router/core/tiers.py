@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .calibration import Calibration, load_calibration
-from .config import ModelSpec, RouterConfig
+from .config import NO_LOGPROB_METHODS, ModelSpec, RouterConfig
 from .errors import ConfigError
 
 
@@ -63,6 +63,8 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
                 calibration_error=calibration_error,
             )
         )
+    for tier in tiers:
+        _check_early_abort(config, tier)
     judge = settings.self_verify.judge
     uses_verify = any(t.method == "self_verify" for t in tiers)
     if uses_verify and judge is not None and judge not in {t.name for t in tiers}:
@@ -71,6 +73,22 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
             f"({', '.join(t.name for t in tiers)})", source=_src(config),
             fields=["algorithm.confidence.self_verify.judge"])
     return tiers, how
+
+
+def _check_early_abort(config: RouterConfig, tier: Tier) -> None:
+    """An abort bound above the tier's threshold would cut answers the decision accepts: refuse it."""
+    rule = tier.spec.early_abort
+    if rule is None:
+        return
+    i = next((j for j, s in enumerate(config.models) if s.name == tier.name), tier.index)
+    if tier.method in NO_LOGPROB_METHODS:
+        raise ConfigError(f"models[{i}].early_abort: {tier.name!r} uses {tier.method}, which needs no logprobs; "
+                          "early abort watches token logprobs as they stream (use a logprob signal or remove "
+                          "early_abort)", source=_src(config), fields=[f"models.{i}.early_abort"])
+    if rule.below > tier.threshold:
+        raise ConfigError(f"models[{i}].early_abort.below: {rule.below:g} is above the tier's threshold "
+                          f"{tier.threshold:g}; the rule would abandon answers that end up accepted (set below "
+                          "<= threshold)", source=_src(config), fields=[f"models.{i}.early_abort.below"])
 
 
 def _src(config: RouterConfig) -> str | None:

@@ -53,6 +53,7 @@ class AttemptTrace(BaseModel):
     tokens_out: int | None = None
     cost_usd: float | None = None
     streamed: bool = False
+    aborted_at_token: int | None = Field(None, description="early abort: tokens received when the rule fired")
     n_samples: int | None = Field(None, description="consistency: samples drawn")
     n_groups: int | None = Field(None, description="consistency: distinct answers among them")
     started_at: float = Field(default_factory=time.time)
