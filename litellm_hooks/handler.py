@@ -30,8 +30,7 @@ from langchain_confidence_router.core import (
     Fail,
     Finish,
     RequestTrace,
-    arun_policy,
-    run_policy,
+    drive,
 )
 
 from . import output, registry, trust
@@ -40,12 +39,10 @@ from .calls import (
     LOGPROB_PARAMS,
     PASS_THROUGH_KWARGS,
     RequestContext,
-    acall_tier,
-    call_tier,
     new_response_id,
 )
 from .options import DEFAULT_OPTIONS, CascadeOptions
-from .streaming import Action, StreamSession, astream, stream
+from .streaming import Action, AsyncCalls, StreamSession, SyncCalls, astream, stream
 
 #: Nested cascades (a tier that is itself a cascade) are allowed this deep; deeper is a loop.
 MAX_DEPTH = 4
@@ -79,7 +76,7 @@ class ConfidenceLLM(CustomLLM):
                    ) -> ModelResponse:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
         with self._running(ctx):
-            finish = run_policy(ctx.policy(), lambda call: call_tier(ctx, call))
+            finish = drive.finished(drive.run(ctx.policy(), SyncCalls(ctx)))
         return self._respond(ctx, model_response, finish)
 
     async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
@@ -89,7 +86,7 @@ class ConfidenceLLM(CustomLLM):
                           timeout: Any = None, client: Any = None) -> ModelResponse:
         ctx = self._context(model, messages, optional_params, litellm_params, logging_obj)
         with self._running(ctx):
-            finish = await arun_policy(ctx.policy(), lambda call: acall_tier(ctx, call))
+            finish = drive.finished(await drive.arun(ctx.policy(), AsyncCalls(ctx)))
         return self._respond(ctx, model_response, finish)
 
     def streaming(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,

@@ -1,7 +1,9 @@
-"""Streaming a cascade: gated tiers are called whole, only the final tier streams live.
+"""Streaming a cascade: gated tiers are called whole (or hidden-streamed), only the final tier streams live.
 
 A tier whose answer may still be rejected is called with ``stream=False``, so none of its tokens
-can reach the user; an accepted early answer goes out as one chunk. The final tier (``TierCall.final``)
+can reach the user; an accepted early answer goes out as one chunk. A tier with ``early_abort`` is
+streamed internally instead (:class:`HiddenStream`): its logprobs feed the abort rule, its chunks go
+nowhere, and an abort closes its upstream stream. The final tier (``TierCall.final``)
 streams live and reports ``committed=True``. Its logprobs are accumulated from the chunks with the
 core :class:`StreamAccumulator` (``litellm.stream_chunk_builder`` drops them).
 
@@ -197,23 +199,123 @@ class _AsyncLive(_Live):
         return await ctx.router.acompletion(**ctx.tier_kwargs(self.call, stream=True))
 
 
-class _SyncIO(drive.AttemptIO):
-    def __init__(self, session: StreamSession) -> None:
-        self.session = session
+class HiddenStream:
+    """A gated tier streamed for the early-abort rule only: nothing of it is sent on."""
+
+    def __init__(self, ctx: RequestContext, call: TierCall) -> None:
+        self.ctx = ctx
+        self.call = call
+        self.acc = StreamAccumulator()
+        self.tool_call = False
+        self._cost: float | None = None
+
+    def add(self, chunk: Any) -> list[Any] | None:
+        text, entries, tools, _ = chunk_parts(chunk)
+        tokens_in, tokens_out, cost = chunk_usage(chunk)
+        self.acc.add(text or None, entries, tokens_in=tokens_in, tokens_out=tokens_out)
+        for tool in tools or ():
+            self.acc.add(tool_call=tool)
+            self.tool_call = True
+        if cost is not None:
+            self._cost = cost
+        return entries
+
+    def result(self) -> TierResult:
+        """What arrived; priced only when the prompt's usage arrived too (a cancelled stream has none)."""
+        result = self.acc.result()
+        result.streamed = False
+        if result.tokens_in is not None:
+            result.cost_usd = attempt_cost(self._cost, self.call.tier, result.tokens_in, result.tokens_out)
+        return result
+
+
+class _SyncHidden(HiddenStream):
+    def open(self) -> Iterator[Any]:
+        wrapper = self.ctx.router.completion(**self.ctx.tier_kwargs(self.call, stream=True))
+
+        def chunks() -> Iterator[Any]:
+            try:
+                yield from wrapper
+            finally:
+                close_sync_stream(wrapper)
+
+        return chunks()
+
+
+def close_sync_stream(wrapper: Any) -> None:
+    """Close a blocking LiteLLM stream's HTTP response now.
+
+    LiteLLM's sync stream wrapper has no ``close()``; the Router's wraps it once more in a generator
+    (``_sync_generator``, holding the inner wrapper as ``model_response``). Closing only that generator
+    leaves the provider's stream (an ``openai.Stream``) open until garbage collection, so the inner wrapper's
+    ``completion_stream`` is closed too. Checked against litellm 1.106; the early-abort tests fail (the
+    server never sees the disconnect) if this stops reaching the response.
+    """
+    inner = wrapper
+    generator = getattr(wrapper, "_sync_generator", None)
+    frame = getattr(generator, "gi_frame", None)
+    if frame is not None:
+        inner = frame.f_locals.get("model_response", wrapper)
+    if generator is not None:
+        generator.close()
+    close = getattr(getattr(inner, "completion_stream", None), "close", None)
+    if close is not None:
+        close()
+
+
+class _AsyncHidden(HiddenStream):
+    async def open(self) -> AsyncIterator[Any]:
+        wrapper = await self.ctx.router.acompletion(**self.ctx.tier_kwargs(self.call, stream=True))
+
+        async def chunks() -> AsyncIterator[Any]:
+            try:
+                async for chunk in wrapper:
+                    yield chunk
+            finally:
+                await wrapper.aclose()
+
+        return chunks()
+
+
+class SyncCalls(drive.AttemptIO):
+    """Whole tier calls, and hidden streams for tiers with ``early_abort``."""
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
 
     def call(self, call: TierCall) -> TierResult:
-        return call_tier(self.session.ctx, call)
+        return call_tier(self.ctx, call)
+
+    def gated(self, call: TierCall) -> _SyncHidden:
+        return _SyncHidden(self.ctx, call)
+
+
+class AsyncCalls(drive.AsyncAttemptIO):
+    """The async twin of :class:`SyncCalls`."""
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+
+    async def call(self, call: TierCall) -> TierResult:
+        return await acall_tier(self.ctx, call)
+
+    def gated(self, call: TierCall) -> _AsyncHidden:
+        return _AsyncHidden(self.ctx, call)
+
+
+class _SyncIO(SyncCalls):
+    def __init__(self, session: StreamSession) -> None:
+        super().__init__(session.ctx)
+        self.session = session
 
     def live(self, call: TierCall) -> _SyncLive | None:
         return _SyncLive(self.session, call) if self.session.live(call) else None
 
 
-class _AsyncIO(drive.AsyncAttemptIO):
+class _AsyncIO(AsyncCalls):
     def __init__(self, session: StreamSession) -> None:
+        super().__init__(session.ctx)
         self.session = session
-
-    async def call(self, call: TierCall) -> TierResult:
-        return await acall_tier(self.session.ctx, call)
 
     def live(self, call: TierCall) -> _AsyncLive | None:
         return _AsyncLive(self.session, call) if self.session.live(call) else None

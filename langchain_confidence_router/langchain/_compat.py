@@ -9,6 +9,10 @@ The router needs three things LangChain has no public API for:
   but an attempt's confidence and decision are known when it ends. Tracers keep open runs in
   ``run_map`` and send their metadata and tags again at the end, so updating them there first puts
   them on the recorded run (LangSmith included).
+* **Handlers without token events** (:func:`without_token_events`): a gated tier (``early_abort``) is
+  streamed so its logprobs can be watched, but its tokens must reach no streaming callback. LangChain
+  has no switch for that, so the tier's run gets views of the request's handlers (same state, same
+  class, so tracers still nest and are not duplicated) whose ``on_llm_new_token`` does nothing.
 * **``stream_events(version="v3")``**: core 1.7 builds a chat model's protocol stream in the private
   ``_chat_model_stream_v3`` from ``_stream``; the router streams through its own ``stream`` (one chain
   run per request), so it builds that stream here from its chunks, with the private bridge
@@ -21,6 +25,7 @@ piece, when an installed version no longer has one of them.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -39,6 +44,43 @@ StreamingCallbackHandler = _StreamingCallbackHandler
 def streaming_handler(handlers: Sequence[BaseCallbackHandler]) -> Any:
     """The handler through which ``astream_events`` taps a model's output stream, if one is attached."""
     return next((h for h in handlers if isinstance(h, _StreamingCallbackHandler)), None)
+
+
+_SILENT_CLASSES: dict[type, type] = {}
+
+
+def _silent(handler: BaseCallbackHandler) -> BaseCallbackHandler:
+    """A view of ``handler`` (its own ``__dict__``, a subclass of its class) that ignores token events."""
+    cls = type(handler)
+    view_cls = _SILENT_CLASSES.get(cls)
+    if view_cls is None:
+        if inspect.iscoroutinefunction(cls.on_llm_new_token):
+            async def on_llm_new_token(self: Any, *args: Any, **kwargs: Any) -> None:
+                return None
+        else:
+            def on_llm_new_token(self: Any, *args: Any, **kwargs: Any) -> None:  # type: ignore[misc]
+                return None
+        view_cls = type(cls.__name__, (cls,), {"on_llm_new_token": on_llm_new_token, "__module__": cls.__module__})
+        _SILENT_CLASSES[cls] = view_cls
+    view = object.__new__(view_cls)
+    view.__dict__ = handler.__dict__  # shared, not copied: run maps and streams stay the handler's own
+    return view
+
+
+def without_token_events(manager: Any) -> Any:
+    """A copy of a callback manager whose handlers see every event of a run except its tokens; None when a
+    handler cannot be viewed that way (then the caller must not stream)."""
+    views: dict[int, BaseCallbackHandler] = {}
+    try:
+        for handler in [*manager.handlers, *manager.inheritable_handlers]:
+            if id(handler) not in views:
+                views[id(handler)] = _silent(handler)
+    except (TypeError, AttributeError):  # a handler with __slots__ or an unusual class
+        return None
+    silent = manager.copy()
+    silent.handlers = [views[id(h)] for h in manager.handlers]
+    silent.inheritable_handlers = [views[id(h)] for h in manager.inheritable_handlers]
+    return silent
 
 
 def annotate_open_run(handlers: Sequence[BaseCallbackHandler], run_id: UUID, metadata: Mapping[str, Any],

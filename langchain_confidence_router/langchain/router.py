@@ -58,7 +58,7 @@ from ..core import (
     parse_config,
 )
 from ..core.human import conversation_key
-from ._compat import async_protocol_stream, protocol_stream, streaming_handler
+from ._compat import async_protocol_stream, protocol_stream, streaming_handler, without_token_events
 from ._messages import (
     TRACE_KEY,
     answer_message,
@@ -750,6 +750,64 @@ class _AsyncLive(_LiveStream):
         return model.astream(messages, config, **kwargs)
 
 
+class _Gated:
+    """A gated tier (``early_abort``) streamed internally: its logprobs feed the abort rule, its tokens reach
+    neither the caller nor a streaming callback (the tier's run sees every event but its tokens)."""
+
+    def __init__(self, router: ConfidenceRouter, req: _Request, call: TierCall, callbacks: Any) -> None:
+        self.router = router
+        self.req = req
+        self.call = call
+        self.callbacks = callbacks
+        self.acc = StreamAccumulator()
+        self.chunks: list[AIMessageChunk] = []
+        self.tool_call = False
+
+    @classmethod
+    def make(cls, router: ConfidenceRouter, req: _Request, call: TierCall) -> Any:
+        """The hidden stream, or None to call the tier whole (structured output parses whole answers only;
+        a callback handler that cannot be silenced must not see the tokens)."""
+        if router._structured:
+            return None
+        callbacks = without_token_events(req.runs[call.attempt].config.get("callbacks"))
+        return None if callbacks is None else cls(router, req, call, callbacks)
+
+    def _request(self) -> tuple[Any, list[BaseMessage], RunnableConfig, dict[str, Any]]:
+        model = self.router._tiers[self.call.tier.name].live  # the quiet copy never streams
+        config = patch_config(self.req.runs[self.call.attempt].config, callbacks=self.callbacks)
+        config["run_id"] = self.req.runs[self.call.attempt].model_run_id
+        return model, _messages_for(self.req, self.call), config, self.router._kwargs_for(self.req, self.call, model)
+
+    def add(self, chunk: AIMessageChunk) -> list[Any] | None:
+        usage = chunk.usage_metadata or {}
+        entries = chunk_logprobs(chunk)
+        tool = chunk.tool_call_chunks[0] if chunk.tool_call_chunks else None
+        self.acc.add(chunk.text or None, entries, tokens_in=usage.get("input_tokens"),
+                     tokens_out=usage.get("output_tokens"), tool_call=tool)
+        self.tool_call = self.tool_call or tool is not None
+        self.chunks.append(chunk)
+        return entries
+
+    def result(self) -> TierResult:
+        merged = merge_chunks(self.chunks) if self.chunks else AIMessageChunk(content="")
+        result = self.acc.result(raw=merged)
+        result.streamed = False  # hidden: nothing of it reached the caller
+        result.tool_calls = list(merged.tool_calls) or None
+        return result
+
+
+class _SyncGated(_Gated):
+    def open(self) -> Iterator[AIMessageChunk]:
+        model, messages, config, kwargs = self._request()
+        return model.stream(messages, config, **kwargs)
+
+
+class _AsyncGated(_Gated):
+    async def open(self) -> AsyncIterator[AIMessageChunk]:
+        model, messages, config, kwargs = self._request()
+        return model.astream(messages, config, **kwargs)
+
+
 class _RequestIO:
     """What the sync and async I/O of one request share: the router, the request, its live stream."""
 
@@ -790,6 +848,9 @@ class _Attempts(_RequestIO, drive.AttemptIO):
         self.live_stream = _SyncLive(self.router, self.req, call)
         return self.live_stream
 
+    def gated(self, call: TierCall) -> _SyncGated | None:
+        return _SyncGated.make(self.router, self.req, call)
+
     def end(self, step: drive.Step) -> None:
         self.router._close_attempt(self.req, step)
 
@@ -819,6 +880,9 @@ class _AsyncAttempts(_RequestIO, drive.AsyncAttemptIO):
             return None
         self.live_stream = _AsyncLive(self.router, self.req, call)
         return self.live_stream
+
+    def gated(self, call: TierCall) -> _AsyncGated | None:
+        return _AsyncGated.make(self.router, self.req, call)
 
     async def end(self, step: drive.Step) -> None:
         await self.router._aclose_attempt(self.req, step)

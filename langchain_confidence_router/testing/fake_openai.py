@@ -12,7 +12,9 @@ the last user message, which keeps tests readable:
   (a stream that stops half way; a truncated body when not streaming), ``refused`` (the connection is
   closed without an answer).
 
-Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load tests.
+Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load tests. A behaviour's
+``token_logprobs`` scripts the chosen-token logprob of each token and ``token_delay_s`` paces a stream;
+``server.streams`` records every stream: tokens sent and whether the client hung up before the end.
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ class ModelBehaviour:
     latency_s: float = 0.0
     answer: str | None = None  # fixed answer text; default names the model
     tool_call: dict[str, Any] | None = None  # answer with this tool call instead of text
+    token_logprobs: list[float] | None = None  # chosen-token logprob per token (the last one repeats)
+    token_delay_s: float = 0.0  # pause before each streamed token
+
+
+@dataclass
+class StreamRecord:
+    """One streamed answer as the server saw it."""
+
+    model: str
+    tokens_sent: int = 0
+    finished: bool = False
+    closed_by_client: bool = False
 
 
 @dataclass
@@ -67,6 +81,7 @@ class FakeOpenAIServer:
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     record_requests: bool = True
+    streams: list[StreamRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -180,6 +195,22 @@ class FakeOpenAIServer:
         self, request: web.Request, body: dict[str, Any], model: str, text: str,
         entries: list[dict[str, Any]] | None, tool: dict[str, Any] | None, fault: str | None,
     ) -> web.StreamResponse:
+        record = StreamRecord(model)
+        self.streams.append(record)
+        behaviour = self.models.get(model)
+        token_delay_s = behaviour.token_delay_s if behaviour is not None else 0.0
+        try:
+            return await self._stream_body(request, body, model, text, entries, tool, fault, token_delay_s,
+                                           record)
+        except (ConnectionError, asyncio.CancelledError):  # the client hung up mid-stream
+            record.closed_by_client = True
+            raise
+
+    async def _stream_body(
+        self, request: web.Request, body: dict[str, Any], model: str, text: str,
+        entries: list[dict[str, Any]] | None, tool: dict[str, Any] | None, fault: str | None,
+        token_delay_s: float, record: StreamRecord,
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
@@ -200,7 +231,12 @@ class FakeOpenAIServer:
                 if request.transport is not None:
                     request.transport.close()
                 return resp
+            if token_delay_s:
+                await asyncio.sleep(token_delay_s)
+            if request.transport is None or request.transport.is_closing():
+                raise ConnectionResetError("the client closed the stream")
             await send({"content": tok}, [entries[i]] if entries is not None else None)
+            record.tokens_sent = i + 1
         await send({}, None, "tool_calls" if tool else "stop")
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = _usage(body, len(tokens))
@@ -209,6 +245,7 @@ class FakeOpenAIServer:
                                                       "choices": [], "usage": usage}) + "\n\n").encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        record.finished = True
         return resp
 
     def _fault_for(self, prompt: str, model: str) -> str | None:
@@ -239,14 +276,16 @@ def _entries(text: str, confident: bool, b: ModelBehaviour, k: int, fault: str |
     chosen = b.high_logprob if confident else b.low_logprob
     gap = b.high_gap if confident else b.low_gap
     out = []
+    scripted = b.token_logprobs
     for i, tok in enumerate(_tokens(text)):
-        lp: float = chosen
+        lp: float = chosen if not scripted else scripted[min(i, len(scripted) - 1)]
         if fault == "nan" and i == 0:
             lp = float("nan")
         elif fault == "positive" and i == 0:
             lp = 0.7
         tops = [{"token": tok, "logprob": lp, "bytes": list(tok.encode())}]
-        tops += [{"token": f"alt{j}", "logprob": chosen - gap - 0.01 * j, "bytes": list(f"alt{j}".encode())}
+        base = lp if scripted else chosen
+        tops += [{"token": f"alt{j}", "logprob": base - gap - 0.01 * j, "bytes": list(f"alt{j}".encode())}
                  for j in range(1, k)]
         out.append({"token": tok, "logprob": lp, "bytes": list(tok.encode()), "top_logprobs": tops[:k]})
     return out
