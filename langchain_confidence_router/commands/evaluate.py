@@ -66,6 +66,23 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  configured calibration of {model} ({cal['method']} on {', '.join(cal['inputs'])}): "
                      f"AUROC {_num(cal['auroc'])}, ECE {_num(cal['ece_before'])} -> {_num(cal['ece_after'])}, "
                      f"Brier {_num(cal['brier'])}")
+    abort = report.get("early_abort")
+    if abort:
+        lines.append("")
+        lines.append(f"early abort: {_pct(abort['aborted_share'])} of requests cut a gated attempt; accuracy "
+                     f"{abort['accuracy_change'] * 100:+.2f} points vs no abort; output tokens "
+                     f"{abort['output_tokens']:.1f} vs {abort['output_tokens_without']:.1f} per request "
+                     f"(saved {abort['output_tokens_saved']:.1f})")
+        if abort["latency_ms"] is not None:
+            lines.append(f"  estimated latency {abort['latency_ms']:.0f} ms vs {abort['latency_ms_without']:.0f} ms "
+                         f"per request (saved {_pct(abort['latency_saved_share'])})"
+                         + (f"; escalated p50 {abort['escalated_p50_latency_ms']:.0f} ms vs "
+                            f"{abort['escalated_p50_latency_ms_without']:.0f} ms"
+                            if abort["escalated_p50_latency_ms"] is not None else ""))
+        for model, row in abort["per_tier"].items():
+            token = "n/a" if row["mean_abort_token"] is None else f"{row['mean_abort_token']:.1f}"
+            lines.append(f"  {model}: cut {_pct(row['aborted_share'])} of the requests it saw, at token {token} on "
+                         f"average; {row['wrongly_aborted']} cut answer(s) it would have served")
     return "\n".join(lines)
 
 

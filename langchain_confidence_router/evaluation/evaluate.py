@@ -40,6 +40,15 @@ signals                     {model: {signal: {n, auroc, ece_before, ece_after, b
 calibration                 {model: {method, inputs, auroc, ece_before, ece_after, brier}} for
                             tiers whose configuration has a calibration file (applied as is)
 ece_binning                 how ECE bins ("equal-mass, 15 bins")
+early_abort                 null unless a non-final tier has ``early_abort`` (and the runs carry
+                            token logprobs): the same configuration with and without the rule.
+                            aborted_share, accuracy_without, accuracy_change, cost_without,
+                            output_tokens(_without), output_tokens_saved (per request),
+                            latency_ms(_without) and latency_saved_share (estimated: recorded
+                            latency_ms / tokens_out per token), escalated_p50_latency_ms
+                            (_without) over the requests that escalate without the rule, and
+                            per_tier {aborted_share, mean_abort_token, wrongly_aborted (answers
+                            the tier would have served)}
 ==========================  ===============================================================
 """
 
@@ -55,6 +64,7 @@ from ..core.signals import LOWER_IS_CONFIDENT
 from ..core.tiers import Tier, build_tiers
 from .baselines import oracle, random_routing
 from .calibrate import fit_platt, predict_array, score_array
+from .early_abort import abort_savings, abort_table, has_rules
 from .matrix import RunMatrix, build_matrix
 from .metrics import DEFAULT_BINS, auroc, binning_label, brier, ece
 from .replay import ReplayOutcome, replay_tiers, tier_confidence
@@ -67,7 +77,7 @@ EVALUATE_KEYS = (
     "smallest_model", "smallest_accuracy", "smallest_cost", "oracle_accuracy", "oracle_cost", "random_accuracy",
     "random_cost", "savings", "oracle_savings", "oracle_savings_captured", "accuracy_drop", "escalation_rate",
     "escalation_rate_per_tier", "served_share", "fallback_rate", "failed", "calls_per_request", "baselines",
-    "signals", "calibration", "ece_binning",
+    "signals", "calibration", "ece_binning", "early_abort",
 )
 
 
@@ -171,7 +181,9 @@ def evaluate_config(config: RouterConfig, runs: RecordedRuns | RunMatrix, *, can
     involved = ladder + [t.name for t in tiers if t.name not in ladder]
     matrix = runs.select(involved) if isinstance(runs, RunMatrix) else build_matrix(runs, involved, config,
                                                                                      progress=progress)
-    outcome = replay_tiers(tiers, settings, matrix)
+    aborts = abort_table(tiers, settings, runs, matrix) if has_rules(tiers) and isinstance(runs, RecordedRuns) \
+        else None
+    outcome = replay_tiers(tiers, settings, matrix, aborts)
     chain = [t.name for t in tiers]
     lad = matrix.select(ladder)
     small, big = ladder[0], ladder[-1]
@@ -225,6 +237,8 @@ def evaluate_config(config: RouterConfig, runs: RecordedRuns | RunMatrix, *, can
         "signals": signal_table(matrix, involved),
         "calibration": _calibration_table(tiers, matrix),
         "ece_binning": binning_label("equal_mass", DEFAULT_BINS),
+        "early_abort": None if aborts is None else abort_savings(tiers, outcome,
+                                                                 replay_tiers(tiers, settings, matrix), aborts),
     }
     return report
 

@@ -12,7 +12,9 @@ calibration, else the tier method's 0..1 score; ``confidence >= threshold`` acce
 confidence follows ``missing_logprobs`` (escalate / accept / fail); ``max_attempts`` and
 ``cost_budget_usd`` stop the cascade early; past the last tier ``final_fallback`` returns the most
 confident answer (``best``; ties and missing confidences favour the later tier) or the ``last``.
-The cost of a request is the sum over every tier it called.
+The cost of a request is the sum over every tier it called. A tier with ``early_abort`` (and not the last
+call) is abandoned where the rule fires on its recorded tokens (:mod:`.early_abort` finds the token): it
+escalates, costs what was received, and is never the fallback answer.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..core.policy import CascadePolicy, Fail, Finish, TierCall, TierResult
 from ..core.tiers import Tier, build_tiers
 from ..core.tokens import TokenLogprobs
 from .calibrate import predict_array, score_array
+from .early_abort import AbortTable, aborted_cost
 from .matrix import RunMatrix
 from .runs import RecordedRuns
 
@@ -56,6 +59,7 @@ class ReplayOutcome:
     correct: np.ndarray
     failed: np.ndarray
     accepted: np.ndarray
+    aborted: np.ndarray | None = None  # (n, n_tiers): the tier's attempt was cut by early abort
 
     @property
     def accuracy(self) -> float:
@@ -101,10 +105,16 @@ def replay_arrays(
     final_fallback: str = "best",
     max_attempts: int | None = None,
     cost_budget_usd: float | None = None,
+    abort_at: np.ndarray | None = None,
+    abort_cost: np.ndarray | None = None,
 ) -> ReplayOutcome:
-    """Vectorised cascade over ``(n, L)`` arrays whose columns are the tiers in escalation order."""
+    """Vectorised cascade over ``(n, L)`` arrays whose columns are the tiers in escalation order.
+
+    ``abort_at`` (``(n, L)``, 0 = never) is where each tier's early-abort rule fires on each answer and
+    ``abort_cost`` what the cut attempt costs; a tier's rule applies unless its call is the last one."""
     conf = np.asarray(conf, dtype=float)
     n, n_tiers = conf.shape
+    cut = np.zeros((n, n_tiers), dtype=bool)
     done = np.zeros(n, dtype=bool)
     failed = np.zeros(n, dtype=bool)
     stopped = np.zeros(n, dtype=bool)
@@ -122,18 +132,23 @@ def replay_arrays(
             active &= ~stopped
         if not active.any():
             break
-        spent[active] = spent[active] + cost[active, k]
+        final = k == n_tiers - 1 or (max_attempts is not None and k + 1 >= max_attempts)
+        aborted = active & (abort_at[:, k] > 0) if abort_at is not None and not final else np.zeros(n, dtype=bool)
+        cut[:, k] = aborted
+        step_cost = cost[:, k] if not aborted.any() else np.where(aborted, abort_cost[:, k], cost[:, k])  # type: ignore[index]
+        spent[active] = spent[active] + step_cost[active]
         calls[active] += 1
         c = conf[:, k]
         miss = np.isnan(c)
         with np.errstate(invalid="ignore"):
             passes = c >= float(thresholds[k])
         accept = active & (miss | passes) if missing_logprobs == "accept" else active & ~miss & passes
-        fail = active & miss if missing_logprobs == "fail" else np.zeros(n, dtype=bool)
+        accept &= ~aborted
+        fail = active & miss & ~aborted if missing_logprobs == "fail" else np.zeros(n, dtype=bool)
         failed |= fail
         served[accept] = k
         done |= accept
-        escalate = active & ~accept & ~fail
+        escalate = active & ~accept & ~fail & ~aborted  # a cut answer is never the fallback
         effective = np.where(miss, -1.0, c)
         update = escalate & (effective >= best_conf) if final_fallback == "best" else escalate
         best_conf[update] = effective[update]
@@ -145,7 +160,7 @@ def replay_arrays(
     ok = served >= 0
     right = np.zeros(n, dtype=bool)
     right[ok] = np.asarray(correct)[np.flatnonzero(ok), served[ok]]
-    return ReplayOutcome(served, calls, spent, right, failed, done.copy())
+    return ReplayOutcome(served, calls, spent, right, failed, done.copy(), cut)
 
 
 def _tiers_of(config: RouterConfig | Cascade) -> tuple[list[Tier], ConfidenceSettings]:
@@ -155,8 +170,10 @@ def _tiers_of(config: RouterConfig | Cascade) -> tuple[list[Tier], ConfidenceSet
     return tiers, config.confidence
 
 
-def replay_tiers(tiers: Sequence[Tier], settings: ConfidenceSettings, matrix: RunMatrix) -> ReplayOutcome:
-    """Replay resolved tiers (their order, methods, calibrations, thresholds) on a run matrix."""
+def replay_tiers(tiers: Sequence[Tier], settings: ConfidenceSettings, matrix: RunMatrix,
+                 aborts: AbortTable | None = None) -> ReplayOutcome:
+    """Replay resolved tiers (their order, methods, calibrations, thresholds) on a run matrix; with
+    ``aborts`` (from :func:`.early_abort.abort_table`) their early-abort rules apply too."""
     sub = matrix.select([t.name for t in tiers])
     conf = np.column_stack([tier_confidence(t, sub.raw(t.name), sub.n) for t in tiers])
     limits = settings.limits
@@ -164,6 +181,7 @@ def replay_tiers(tiers: Sequence[Tier], settings: ConfidenceSettings, matrix: Ru
         conf, [t.threshold for t in tiers], sub.correct, sub.cost,
         missing_logprobs=settings.missing_logprobs, final_fallback=settings.final_fallback,
         max_attempts=limits.max_attempts, cost_budget_usd=limits.cost_budget_usd,
+        abort_at=aborts.at if aborts is not None else None, abort_cost=aborts.cost if aborts is not None else None,
     )
 
 
@@ -221,7 +239,8 @@ def replay_with_policy(
         i = row_of[item]
         policy = _RecordedSignalsPolicy(tiers, settings, config_hash=cascade.config_hash)
         missing: list[ConfigError] = []
-        action = drive.run(policy, drive.calls(_recorded_answers(policy, runs, matrix, item, i, col_of, missing)))
+        answer = _recorded_answers(policy, runs, matrix, item, i, col_of, missing)
+        action = drive.run(policy, _RecordedIO(answer, stream=False))
         if missing:  # a run missing from the recording is a mistake, not a failed request
             raise missing[0]
         trace = policy.trace
@@ -259,7 +278,8 @@ def _recorded_answers(policy: _RecordedSignalsPolicy, runs: RecordedRuns, matrix
                                for k, v in matrix.signals.items()}
             logprobs = _DUMMY_LOGPROBS
         return TierResult(text="answer", logprobs=logprobs, cost_usd=float(matrix.cost[i, j]),
-                          tokens_in=record.tokens_in, tokens_out=record.tokens_out)
+                          tokens_in=record.tokens_in, tokens_out=record.tokens_out,
+                          extra={"signals_only": policy.injected is not None})
 
     return answer
 
@@ -288,6 +308,45 @@ class _RecordedLive:
         return replace(self.recorded, streamed=True)
 
 
+class _RecordedGated:
+    """A recorded answer replayed as a gated tier's hidden stream: one token per chunk, as providers send."""
+
+    def __init__(self, answer: drive.CallFn, call: TierCall) -> None:
+        self.answer = answer
+        self.call = call
+        self.recorded: TierResult | None = None
+        self.entries: list[Any] = []
+        self.received = 0
+        self.tool_call = False
+
+    def open(self) -> list[Any]:
+        self.recorded = self.answer(self.call)
+        self.tool_call = bool(self.recorded.tool_calls)
+        content = self.recorded.logprobs
+        content = content.get("content") if isinstance(content, dict) else content
+        self.entries = [] if self.recorded.extra.get("signals_only") else list(content or [])
+        return self.entries or [None]  # an answer without logprobs arrives whole, and is judged whole
+
+    def add(self, entry: Any) -> list[Any] | None:
+        if entry is None:
+            return None
+        self.received += 1
+        return [entry]
+
+    def result(self) -> TierResult:
+        recorded = self.recorded
+        assert recorded is not None
+        if self.received >= len(self.entries):
+            return recorded
+        tier = self.call.tier
+        recorded_tokens = recorded.tokens_out or len(self.entries)
+        cost = aborted_cost(tier, recorded.tokens_in, self.received, recorded.cost_usd or 0.0, recorded_tokens) \
+            if recorded.cost_usd is not None or tier.spec.output_cost_per_token is not None else None
+        text = "".join(str(e.get("token", "")) if isinstance(e, dict) else "" for e in self.entries[:self.received])
+        return replace(recorded, text=text, logprobs={"content": self.entries[:self.received]},
+                       tokens_out=self.received, cost_usd=cost)
+
+
 class _RecordedIO(drive.AttemptIO):
     def __init__(self, answer: drive.CallFn, stream: bool) -> None:
         self.answer = answer
@@ -295,6 +354,9 @@ class _RecordedIO(drive.AttemptIO):
 
     def call(self, call: TierCall) -> TierResult:
         return self.answer(call)
+
+    def gated(self, call: TierCall) -> _RecordedGated:
+        return _RecordedGated(self.answer, call)
 
     def live(self, call: TierCall) -> _RecordedLive | None:
         if self.stream and call.final and call.purpose in ("answer", "clarify"):
