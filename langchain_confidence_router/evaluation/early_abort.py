@@ -28,7 +28,7 @@ from ..core.tiers import Tier
 from .matrix import RunMatrix
 from .runs import RecordedRuns
 
-__all__ = ["AbortTable", "abort_savings", "abort_table", "has_rules", "request_totals"]
+__all__ = ["AbortTable", "abort_savings", "abort_table", "aborted_cost", "has_rules", "request_totals"]
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,15 @@ class AbortTable:
 
     ``at``: the token where the rule fires on the recorded answer (0: it lets the answer through, or the
     tier has no rule); ``tokens_out`` and ``latency_ms``: the recorded whole answer (NaN: unknown);
-    ``cost``: what the aborted attempt costs (only meaningful where ``at > 0``).
+    ``cost``: what the aborted attempt costs (only meaningful where ``at > 0``); ``tokens_in``: the recorded
+    prompt tokens (NaN: unknown).
     """
 
     at: np.ndarray
     tokens_out: np.ndarray
     latency_ms: np.ndarray
     cost: np.ndarray
+    tokens_in: np.ndarray
 
     @property
     def aborted(self) -> np.ndarray:
@@ -51,7 +53,7 @@ class AbortTable:
 
     def without(self) -> AbortTable:
         """The same recorded answers with no rule anywhere (the baseline of every saving)."""
-        return AbortTable(np.zeros_like(self.at), self.tokens_out, self.latency_ms, self.cost)
+        return AbortTable(np.zeros_like(self.at), self.tokens_out, self.latency_ms, self.cost, self.tokens_in)
 
 
 def has_rules(tiers: Sequence[Tier]) -> bool:
@@ -67,6 +69,7 @@ def abort_table(tiers: Sequence[Tier], settings: ConfidenceSettings, runs: Recor
     tokens_out = np.full((n, n_tiers), np.nan)
     latency = np.full((n, n_tiers), np.nan)
     cost = np.full((n, n_tiers), np.nan)
+    tokens_in = np.full((n, n_tiers), np.nan)
     policy = CascadePolicy(list(tiers), settings)  # builds trackers exactly as a live request's policy does
     for k, tier in enumerate(tiers):
         j = matrix.index(tier.name)
@@ -82,6 +85,8 @@ def abort_table(tiers: Sequence[Tier], settings: ConfidenceSettings, runs: Recor
                 tokens_out[i, k] = received
             if record.latency_ms is not None:
                 latency[i, k] = record.latency_ms
+            if record.tokens_in is not None:
+                tokens_in[i, k] = record.tokens_in
             tracker = policy.abort_tracker(call)
             if tracker is None or not record.logprobs:
                 continue
@@ -90,7 +95,7 @@ def abort_table(tiers: Sequence[Tier], settings: ConfidenceSettings, runs: Recor
                 continue
             at[i, k] = fired
             cost[i, k] = aborted_cost(tier, record.tokens_in, fired, float(matrix.cost[i, j]), received)
-    return AbortTable(at, tokens_out, latency, cost)
+    return AbortTable(at, tokens_out, latency, cost, tokens_in)
 
 
 def _first_abort(tracker: Any, entries: Sequence[Any]) -> int | None:
@@ -100,14 +105,15 @@ def _first_abort(tracker: Any, entries: Sequence[Any]) -> int | None:
     return None
 
 
-def aborted_cost(tier: Tier, tokens_in: int | None, received: int, recorded_cost: float,
+def aborted_cost(tier: Tier, tokens_in: float | None, received: int, recorded_cost: float,
                  recorded_tokens: float | None) -> float:
     """What an attempt cut after ``received`` tokens costs: configured prices, else the recorded cost
     prorated by tokens."""
     spec = tier.spec
     if spec.input_cost_per_token is not None or spec.output_cost_per_token is not None:
-        return (tokens_in or 0) * (spec.input_cost_per_token or 0.0) + received * (spec.output_cost_per_token or 0.0)
-    if recorded_tokens:
+        prompt = 0.0 if tokens_in is None or np.isnan(tokens_in) else tokens_in
+        return prompt * (spec.input_cost_per_token or 0.0) + received * (spec.output_cost_per_token or 0.0)
+    if recorded_tokens and not np.isnan(recorded_tokens):
         return recorded_cost * min(1.0, received / recorded_tokens)
     return recorded_cost
 
