@@ -1,7 +1,8 @@
 """One decision everywhere: every scenario gives the same trace through every adapter path and replay.
 
 A corpus of scenarios (accept, escalate, fallback, every fault kind under ``on_error: skip`` and ``fail``,
-``missing_logprobs``, ``self_verify``, consistency, clarify, every human trigger and route) is run through:
+``missing_logprobs``, ``self_verify``, consistency, clarify, every human trigger and route, early abort of a
+hidden stream) is run through:
 
 * whole answers: LangChain ``invoke`` and ``ainvoke``, LiteLLM ``completion`` and ``acompletion``, and replay;
 * streamed answers: LangChain ``stream`` and ``astream``, LiteLLM ``completion(stream=True)`` and
@@ -79,6 +80,12 @@ def _config(threshold: float = 0.7, models: tuple[str, ...] = ("small", "large")
     return config
 
 
+def _abort(config: dict[str, Any]) -> dict[str, Any]:
+    """The first tier watched as a hidden stream, cut after 2 tokens below its threshold."""
+    config["models"][0]["early_abort"] = {"after_tokens": 2, "below": 0.7}
+    return config
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -109,6 +116,9 @@ def _scenarios() -> list[Scenario]:
         Scenario("three_tiers", "[hard] Why?", _config(models=("small", "unsure", "large"))),
         Scenario("margin_method", "[hard] Why?", _config(confidence_method="margin")),
         Scenario("min_logprob_all_tokens", "What?", _config(confidence_method="min_logprob", token_filter="all")),
+        Scenario("early_abort_fires", "[hard] Why?", _abort(_config())),
+        Scenario("early_abort_lets_a_confident_answer_through", "What is 6 times 7?", _abort(_config())),
+        Scenario("early_abort_then_fallback", "[hard] Why?", _abort(_config(models=("small", "unsure")))),
     ]
     for fault in FAULTS:  # on the first tier (a whole call in every mode)
         for on_error in ("skip", "fail"):
