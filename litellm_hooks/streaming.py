@@ -223,7 +223,8 @@ class HiddenStream:
     def result(self) -> TierResult:
         """What arrived; priced only when the prompt's usage arrived too (a cancelled stream has none)."""
         result = self.acc.result()
-        result.streamed = False
+        result.streamed = False  # hidden: nothing of it reached the caller, nor did a first token
+        result.ttft_ms = None
         if result.tokens_in is not None:
             result.cost_usd = attempt_cost(self._cost, self.call.tier, result.tokens_in, result.tokens_out)
         return result

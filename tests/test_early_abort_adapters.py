@@ -134,6 +134,23 @@ def test_langchain_invoke_never_aborts_a_confident_answer(server: FakeOpenAIServ
     check_confident(lc_trace(answer), server, before)
 
 
+def test_langchain_tier_that_cannot_stream_is_judged_whole(server: FakeOpenAIServer) -> None:
+    doomed = ChatOpenAI(model="doomed", base_url=server.base_url, api_key="test", max_retries=0, timeout=5,
+                        disable_streaming=True)
+    router = ConfidenceRouter(models={"doomed": doomed, "large": chat(server, "large")}, config=block("doomed"))
+    trace = lc_trace(router.invoke("Explain."))
+    first = trace.attempts[0]
+    assert (first.decision, first.aborted_at_token, first.tokens_out) == ("escalate", 60, 60)  # all arrived at once
+    assert trace.final_model == "large" and trace.ttft_ms is None
+
+
+def test_a_hidden_stream_cut_by_the_server_is_a_skipped_error(server: FakeOpenAIServer) -> None:
+    trace = lc_trace(lc_router(server, "sure").invoke("Explain. [fault=cut@sure]"))
+    first = trace.attempts[0]
+    assert (first.decision, first.error_kind, first.aborted_at_token) == ("error", "connection", None)
+    assert trace.final_model == "large"
+
+
 async def test_langchain_ainvoke_aborts(server: FakeOpenAIServer) -> None:
     before = len(server.streams)
     answer = await lc_router(server, "doomed").ainvoke("Explain.")
@@ -215,6 +232,16 @@ async def test_litellm_acompletion_aborts(router: litellm.Router, server: FakeOp
     response = await router.acompletion(model="abort-doomed", messages=ask())
     assert response.choices[0].message.content == LARGE_ANSWER
     await asyncio.to_thread(check_aborted, lite_trace(response._hidden_params[TRACE_KEY]), server, before)
+
+
+def test_litellm_hidden_stream_cut_by_the_server_is_a_skipped_error(router: litellm.Router) -> None:
+    messages = ask()
+    messages[0]["content"] += " [fault=cut@sure]"
+    trace = lite_trace(router.completion(model="abort-sure", messages=messages)._hidden_params[TRACE_KEY])
+    first = trace.attempts[0]
+    # LiteLLM reports a stream cut by the server as a 500 (MidStreamFallbackError): kind "server"
+    assert (first.decision, first.error_kind, first.aborted_at_token) == ("error", "server", None)
+    assert trace.final_model == "large" and trace.ttft_ms is None
 
 
 def test_litellm_stream_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:

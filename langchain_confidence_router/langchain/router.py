@@ -779,6 +779,8 @@ class _Gated:
         return model, _messages_for(self.req, self.call), config, self.router._kwargs_for(self.req, self.call, model)
 
     def add(self, chunk: AIMessageChunk) -> list[Any] | None:
+        if not isinstance(chunk, AIMessageChunk):  # a model that cannot stream answers whole through stream()
+            chunk = message_to_chunk(chunk)
         usage = chunk.usage_metadata or {}
         entries = chunk_logprobs(chunk)
         tool = chunk.tool_call_chunks[0] if chunk.tool_call_chunks else None
@@ -792,6 +794,7 @@ class _Gated:
         merged = merge_chunks(self.chunks) if self.chunks else AIMessageChunk(content="")
         result = self.acc.result(raw=merged)
         result.streamed = False  # hidden: nothing of it reached the caller
+        result.ttft_ms = None  # nor did a first token
         result.tool_calls = list(merged.tool_calls) or None
         return result
 
