@@ -261,3 +261,22 @@ async def test_litellm_astream_aborts(router: litellm.Router, server: FakeOpenAI
     assert text == LARGE_ANSWER
     trace = next(c._hidden_params[TRACE_KEY] for c in reversed(chunks) if TRACE_KEY in c._hidden_params)
     await asyncio.to_thread(check_aborted, lite_trace(trace), server, before)
+
+
+# ---------------------------------------------------------------------------- the example
+
+
+def test_example_cuts_the_small_answer_and_answers_sooner() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "early_abort.py"
+    spec = importlib.util.spec_from_file_location("early_abort_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main()
+    with_rule, without = result["with"], result["without"]
+    assert with_rule["model"] == without["model"] == "large" and with_rule["answer"] == without["answer"]
+    assert with_rule["aborted_at_token"] == 4 and with_rule["small_tokens_out"] == 4
+    assert without["aborted_at_token"] is None and without["small_tokens_out"] > 100

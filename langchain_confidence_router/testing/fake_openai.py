@@ -13,7 +13,8 @@ the last user message, which keeps tests readable:
   closed without an answer).
 
 Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load tests. A behaviour's
-``token_logprobs`` scripts the chosen-token logprob of each token and ``token_delay_s`` paces a stream;
+``token_logprobs`` scripts the chosen-token logprob of each token and ``token_delay_s`` is the time to write
+one (a stream is paced by it; a whole answer takes it once per token);
 ``server.streams`` records every stream: tokens sent and whether the client hung up before the end.
 """
 
@@ -53,7 +54,7 @@ class ModelBehaviour:
     answer: str | None = None  # fixed answer text; default names the model
     tool_call: dict[str, Any] | None = None  # answer with this tool call instead of text
     token_logprobs: list[float] | None = None  # chosen-token logprob per token (the last one repeats)
-    token_delay_s: float = 0.0  # pause before each streamed token
+    token_delay_s: float = 0.0  # time to write each token (streamed: before each chunk; whole: in total)
 
 
 @dataclass
@@ -184,6 +185,8 @@ class FakeOpenAIServer:
         tool = behaviour.tool_call
         if body.get("stream"):
             return await self._stream(request, body, model, text, entries, tool, fault)
+        if behaviour.token_delay_s:
+            await asyncio.sleep(behaviour.token_delay_s * len(_tokens(text)))
         if fault == "malformed":
             return web.Response(text='{"id": "x", "choices": [', content_type="application/json")
         if fault == "cut":
