@@ -87,3 +87,19 @@ async def test_astream_events_v3_carries_the_escalated_answer(router) -> None:  
     message = await stream
     assert "large says" in message.text
     assert message.response_metadata["confidence_router"]["final_model"] == "large"
+
+
+def test_token_silenced_handler_views_share_state_and_class() -> None:
+    """A gated tier's run gets views of the request's handlers that drop tokens (early abort): they must stay
+    instances of the handler's class (so tracers are not duplicated) and share its state (run maps)."""
+    from langchain_core.callbacks import CallbackManager
+    from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+
+    tracer = RunCollectorCallbackHandler()  # a BaseTracer, as LangSmith's is, without a network client
+    manager = CallbackManager(handlers=[tracer], inheritable_handlers=[tracer])
+    silent = _compat.without_token_events(manager)
+    assert silent is not None, "handler views could not be made: check _compat.without_token_events"
+    (view,) = silent.handlers
+    assert isinstance(view, RunCollectorCallbackHandler) and view.run_map is tracer.run_map
+    assert silent.inheritable_handlers == [view]
+    assert view.on_llm_new_token("x", run_id=None) is None  # type: ignore[arg-type]
