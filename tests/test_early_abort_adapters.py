@@ -151,6 +151,17 @@ def test_a_hidden_stream_cut_by_the_server_is_a_skipped_error(server: FakeOpenAI
     assert trace.final_model == "large"
 
 
+async def test_an_async_hidden_stream_is_bounded_by_the_attempt_timeout(server: FakeOpenAIServer) -> None:
+    config = block("sure")
+    config["algorithm"]["confidence"]["limits"] = {"attempt_timeout_s": 0.3}
+    router = ConfidenceRouter(models={"sure": chat(server, "sure"), "large": chat(server, "large")}, config=config)
+    trace = lc_trace(await router.ainvoke("Explain. [fault=timeout@sure]"))
+    first = trace.attempts[0]
+    assert (first.decision, first.error_kind) == ("error", "timeout") and first.latency_ms < 900
+    assert "within 0.3 s (attempt timeout" in (first.error or "")
+    assert trace.final_model == "large"
+
+
 async def test_langchain_ainvoke_aborts(server: FakeOpenAIServer) -> None:
     before = len(server.streams)
     answer = await lc_router(server, "doomed").ainvoke("Explain.")
