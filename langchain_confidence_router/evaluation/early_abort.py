@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.abort import first_abort
 from ..core.config import ConfidenceSettings
 from ..core.policy import CascadePolicy, TierCall
 from ..core.tiers import Tier
@@ -90,19 +91,12 @@ def abort_table(tiers: Sequence[Tier], settings: ConfidenceSettings, runs: Recor
             tracker = policy.abort_tracker(call)
             if tracker is None or not record.logprobs:
                 continue
-            fired = _first_abort(tracker, record.logprobs)
+            fired = first_abort(tracker, [e.model_dump() for e in record.logprobs])
             if fired is None:
                 continue
             at[i, k] = fired
             cost[i, k] = aborted_cost(tier, record.tokens_in, fired, float(matrix.cost[i, j]), received)
     return AbortTable(at, tokens_out, latency, cost, tokens_in)
-
-
-def _first_abort(tracker: Any, entries: Sequence[Any]) -> int | None:
-    for entry in entries:
-        if tracker.feed([entry.model_dump() if hasattr(entry, "model_dump") else entry]):
-            return tracker.fired_at
-    return None
 
 
 def aborted_cost(tier: Tier, tokens_in: float | None, received: int, recorded_cost: float,
