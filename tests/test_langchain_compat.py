@@ -103,3 +103,26 @@ def test_token_silenced_handler_views_share_state_and_class() -> None:
     assert isinstance(view, RunCollectorCallbackHandler) and view.run_map is tracer.run_map
     assert silent.inheritable_handlers == [view]
     assert view.on_llm_new_token("x", run_id=None) is None  # type: ignore[arg-type]
+
+
+def test_token_silenced_views_of_pydantic_handlers_keep_their_fields() -> None:
+    from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
+    from pydantic import BaseModel
+
+    class Counting(BaseCallbackHandler, BaseModel):
+        tokens: list[str] = []
+        ends: int = 0
+
+        def on_llm_new_token(self, token: str, **kwargs: object) -> None:
+            self.tokens.append(token)
+
+        def on_llm_end(self, response: object, **kwargs: object) -> None:
+            self.ends += 1
+
+    handler = Counting()
+    silent = _compat.without_token_events(CallbackManager(handlers=[handler]))
+    assert silent is not None
+    (view,) = silent.handlers
+    view.on_llm_new_token("x")
+    view.on_llm_end(None)
+    assert handler.tokens == [] and handler.ends == 1 and view.model_dump()["ends"] == 1

@@ -64,6 +64,10 @@ def _silent(handler: BaseCallbackHandler) -> BaseCallbackHandler:
         _SILENT_CLASSES[cls] = view_cls
     view = object.__new__(view_cls)
     view.__dict__ = handler.__dict__  # shared, not copied: run maps and streams stay the handler's own
+    for klass in cls.__mro__:  # slots beside __dict__ (pydantic-based handlers have some): same objects
+        for slot in getattr(klass, "__slots__", ()):
+            if slot not in ("__dict__", "__weakref__") and hasattr(handler, slot):
+                object.__setattr__(view, slot, getattr(handler, slot))
     return view
 
 
