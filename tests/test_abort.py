@@ -302,3 +302,21 @@ async def test_async_drive_aborts_and_acloses_the_stream() -> None:
     action = await drive.arun(Cascade.from_config(config(after=5)).policy(), AIO())
     assert isinstance(action, drive.Finish) and action.trace.final_model == "large"
     assert action.trace.attempts[0].aborted_at_token == 5 and closed == [True]
+
+
+def test_validate_says_which_rules_are_provably_conservative(tmp_path: Any, capsys: Any) -> None:
+    from langchain_confidence_router.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("""
+algorithm: {confidence: {confidence_method: min_logprob, threshold: 0.3}}
+models:
+  - {name: small, early_abort: {after_tokens: 4, below: 0.3}}
+  - {name: mid, confidence_method: tail, threshold: 0.7, early_abort: {after_tokens: 8, below: 0.5}}
+  - {name: large, early_abort: {after_tokens: 4, below: 0.3}}
+""")
+    assert main(["validate", str(path)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if "early_abort" in line]
+    assert lines[0].startswith("early_abort: after 4 tokens, abort below 0.3") and "; provably conservative" in lines[0]
+    assert "not provably conservative: tune and certify it (tail judges the last tokens" in lines[1]
+    assert lines[2] == "early_abort: ignored (the last tier is never gated)"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..core.abort import guarantee
 from ..core.config import load_config
-from ..core.tiers import build_tiers
+from ..core.tiers import Tier, build_tiers
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,6 +15,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML configuration file")
     p.add_argument("--json", action="store_true", help="print the effective configuration as JSON")
     p.set_defaults(func=run)
+
+
+def _early_abort(tier: Tier, *, last: bool) -> str:
+    """One line on a tier's early-abort rule: what it does and whether it is provably conservative."""
+    rule = tier.spec.early_abort
+    assert rule is not None
+    if last:
+        return "early_abort: ignored (the last tier is never gated)"
+    verdict = guarantee(tier.method, tier.token_filter, tier.calibration)
+    kind = "provably conservative" if verdict.conservative else "not provably conservative: tune and certify it"
+    return (f"early_abort: after {rule.after_tokens} tokens, abort below {rule.below:g} "
+            f"(checked every {rule.check_every}); {kind} ({verdict.why})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         for tier in tiers:
             cal = f", calibration {tier.calibration.id}" if tier.calibration else ""
             print(f"    {tier.index}. {tier.name}: {tier.method} >= {tier.threshold:g}{cal}")
+            if tier.spec.early_abort is not None:
+                print("       " + _early_abort(tier, last=tier.index == len(tiers) - 1))
     else:
         print("  no models listed: the caller supplies them, in its own order")
     return 0

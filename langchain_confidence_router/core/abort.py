@@ -49,6 +49,10 @@ def guarantee(method: str, token_filter: str, calibration: Any = None) -> Guaran
     and the calibration (if any) is a non-decreasing map of that one signal. Otherwise the rule is a
     heuristic that must be tuned and certified on recorded runs (``tune --early-abort``).
     """
+    if method == "tail":
+        return Guarantee(False, "tail judges the last tokens of the answer, which have not arrived yet")
+    if method == "bottom_percent":
+        return Guarantee(False, "bottom_percent averages a share of tokens that grows with the answer")
     if method not in NON_INCREASING_SIGNALS:
         return Guarantee(False, f"{method} is an average over the answer: a weak start can be outweighed later")
     if token_filter not in PREFIX_STABLE_FILTERS:
@@ -56,7 +60,7 @@ def guarantee(method: str, token_filter: str, calibration: Any = None) -> Guaran
     if calibration is not None and not _monotone(calibration, method):
         return Guarantee(False, f"calibration {calibration.method} is not a non-decreasing map of {method}")
     return Guarantee(True, f"{method} never rises as tokens arrive; token_filter {token_filter} judges each "
-                           "token alone" + (" ; the calibration is monotone" if calibration is not None else ""))
+                           "token alone" + ("; the calibration is monotone" if calibration is not None else ""))
 
 
 def _monotone(calibration: Any, method: str) -> bool:
