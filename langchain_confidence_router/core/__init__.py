@@ -5,6 +5,7 @@ from .calibration import Calibration, load_calibration
 from .config import (
     CONFIDENCE_METHODS,
     ConfidenceSettings,
+    EarlyAbort,
     ModelSpec,
     RouterConfig,
     load_config,
@@ -43,6 +44,7 @@ __all__ = [
     "ConfidenceRouterError",
     "ConfidenceSettings",
     "ConfigError",
+    "EarlyAbort",
     "Fail",
     "Finish",
     "LogprobError",
