@@ -208,10 +208,14 @@ class HiddenStream:
         self.acc = StreamAccumulator()
         self.tool_call = False
         self._cost: float | None = None
+        self._finish_reason: str | None = None
+        self._model: str | None = None
 
     def add(self, chunk: Any) -> list[Any] | None:
-        text, entries, tools, _ = chunk_parts(chunk)
+        text, entries, tools, finish_reason = chunk_parts(chunk)
         tokens_in, tokens_out, cost = chunk_usage(chunk)
+        self._finish_reason = finish_reason or self._finish_reason
+        self._model = self._model or getattr(chunk, "model", None)
         self.acc.add(text or None, entries, tokens_in=tokens_in, tokens_out=tokens_out)
         for tool in tools or ():
             self.acc.add(tool_call=tool)
@@ -225,9 +229,30 @@ class HiddenStream:
         result = self.acc.result()
         result.streamed = False  # hidden: nothing of it reached the caller, nor did a first token
         result.ttft_ms = None
+        result.raw = self._response(result)
+        result.tool_calls = list(result.raw.choices[0].message.tool_calls or []) or None
         if result.tokens_in is not None:
             result.cost_usd = attempt_cost(self._cost, self.call.tier, result.tokens_in, result.tokens_out)
         return result
+
+    def _response(self, result: TierResult) -> Any:
+        """The received answer as a whole response (what a non-streamed call returns), tool calls merged from
+        their deltas, so an accepted hidden answer is returned exactly like a whole one."""
+        from litellm.types.utils import ChoiceLogprobs, Choices, Message, ModelResponse
+
+        calls: dict[int, dict[str, Any]] = {}
+        for delta in self.acc.tool_calls:
+            function = getattr(delta, "function", None)
+            entry = calls.setdefault(getattr(delta, "index", None) or 0,
+                                     {"id": None, "type": "function", "function": {"name": None, "arguments": ""}})
+            entry["id"] = entry["id"] or getattr(delta, "id", None)
+            entry["function"]["name"] = entry["function"]["name"] or getattr(function, "name", None)
+            entry["function"]["arguments"] += getattr(function, "arguments", None) or ""
+        message = Message(role="assistant", content=result.text or None,
+                          tool_calls=[calls[i] for i in sorted(calls)] or None)
+        logprobs = ChoiceLogprobs(content=self.acc.logprob_entries) if self.acc.saw_logprobs else None
+        choice = Choices(index=0, finish_reason=self._finish_reason or "stop", message=message, logprobs=logprobs)
+        return ModelResponse(model=self._model or self.call.tier.name, choices=[choice])
 
 
 class _SyncHidden(HiddenStream):

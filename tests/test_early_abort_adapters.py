@@ -24,6 +24,7 @@ from langchain_openai import ChatOpenAI
 import litellm_hooks
 from langchain_confidence_router.core import RequestTrace
 from langchain_confidence_router.langchain import ConfidenceRouter
+from langchain_confidence_router.langchain.testing import ScriptedOpenAIServer
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour, StreamRecord
 from litellm_hooks import TRACE_KEY, register
 
@@ -36,8 +37,10 @@ LARGE_ANSWER = "large says: the answer is 42."
 def server() -> Iterator[FakeOpenAIServer]:
     models = {"doomed": ModelBehaviour(answer=LONG, token_logprobs=[-3.0], token_delay_s=0.01),
               "sure": ModelBehaviour(answer=LONG, token_delay_s=0.001),
-              "large": ModelBehaviour()}
-    with FakeOpenAIServer(models, timeout_sleep_s=1.0) as srv:
+              "large": ModelBehaviour(),
+              "tool": ModelBehaviour(token_logprobs=[-3.0], token_delay_s=0.001)}
+    # the scripted server answers a request with tools with a tool call (and no text), as models do
+    with ScriptedOpenAIServer(models, timeout_sleep_s=1.0) as srv:
         yield srv
 
 
@@ -162,6 +165,22 @@ async def test_an_async_hidden_stream_is_bounded_by_the_attempt_timeout(server: 
     assert trace.final_model == "large"
 
 
+def test_langchain_a_gated_tool_call_is_returned_whole(server: FakeOpenAIServer) -> None:
+    from langchain_core.tools import tool
+
+    @tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        return q
+
+    router = ConfidenceRouter(models={"tool": chat(server, "tool"), "large": chat(server, "large")},
+                              config=block("tool")).bind_tools([lookup])
+    answer = router.invoke("Look it up.")
+    trace = lc_trace(answer)
+    assert [(a.model, a.decision, a.aborted_at_token) for a in trace.attempts] == [("tool", "accept", None)]
+    assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("lookup", {"q": "a q"})]
+
+
 async def test_langchain_ainvoke_aborts(server: FakeOpenAIServer) -> None:
     before = len(server.streams)
     answer = await lc_router(server, "doomed").ainvoke("Explain.")
@@ -205,10 +224,10 @@ def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
     register()
     tiers = [{"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_base": server.base_url,
                                                      "api_key": "test", "num_retries": 0}}
-             for name in ("doomed", "sure", "large")]
+             for name in ("doomed", "sure", "large", "tool")]
     cascades = [{"model_name": f"abort-{first}", "litellm_params": {"model": f"confidence/abort-{first}",
                                                                     "cascade": block(first)}}
-                for first in ("doomed", "sure")]
+                for first in ("doomed", "sure", "tool")]
     r = litellm.Router(model_list=tiers + cascades)
     register(r)
     yield r
@@ -253,6 +272,17 @@ def test_litellm_hidden_stream_cut_by_the_server_is_a_skipped_error(router: lite
     # LiteLLM reports a stream cut by the server as a 500 (MidStreamFallbackError): kind "server"
     assert (first.decision, first.error_kind, first.aborted_at_token) == ("error", "server", None)
     assert trace.final_model == "large" and trace.ttft_ms is None
+
+
+def test_litellm_a_gated_tool_call_is_returned_whole(router: litellm.Router) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    direct = router.completion(model="tool", messages=ask(), tools=tools).choices[0].message.tool_calls[0]
+    response = router.completion(model="abort-tool", messages=ask(), tools=tools)
+    trace = lite_trace(response._hidden_params[TRACE_KEY])
+    assert [(a.model, a.decision, a.aborted_at_token) for a in trace.attempts] == [("tool", "accept", None)]
+    (call,) = response.choices[0].message.tool_calls
+    # as the tier returns it when called whole
+    assert (call.function.name, call.function.arguments) == ("lookup", direct.function.arguments) and call.id
 
 
 def test_litellm_stream_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:
