@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .config import EarlyAbort
-from .filters import apply_filter
+from .filters import apply_filter, filter_mask
 from .signals import SignalParams, compute_signals
 from .tokens import TokenLogprobs, normalize_logprobs
 
@@ -97,6 +97,9 @@ class AbortTracker:
         self.min_scored = params.group_window if method == "lowest_group" else 1
         self._names = None if calibration is not None else (method,)
         self._parts: list[TokenLogprobs] = []
+        # a prefix-stable filter keeps or drops each token on its own: filter each part once, on arrival
+        self._incremental = token_filter in PREFIX_STABLE_FILTERS
+        self._kept: list[TokenLogprobs] = []
         self.n_tokens = 0
         self._next_check = rule.after_tokens
         self.confidence: float | None = None
@@ -117,6 +120,9 @@ class AbortTracker:
         if part is None or len(part) == 0:
             return False
         self._parts.append(part)
+        if self._incremental:
+            mask = None if self.token_filter == "all" else filter_mask(part, self.token_filter)
+            self._kept.append(part if mask is None or mask.all() else part.select(mask))
         self.n_tokens += len(part)
         if self.disabled or self.n_tokens < self._next_check:
             return False
@@ -136,10 +142,16 @@ class AbortTracker:
 
     def score(self) -> float | None:
         """The confidence the policy would give an answer that ended here (None: cannot be judged yet)."""
-        filtered = apply_filter(self.prefix(), self.token_filter, answer_pattern=self.answer_pattern)
-        if filtered.fell_back or len(filtered.tokens) < self.min_scored:
+        if self._incremental:  # the same tokens apply_filter keeps from the prefix, without re-filtering it
+            if len(self._kept) > 1:
+                self._kept = [concat(self._kept)]
+            kept = self._kept[0] if self._kept else TokenLogprobs.empty()
+        else:
+            filtered = apply_filter(self.prefix(), self.token_filter, answer_pattern=self.answer_pattern)
+            kept = TokenLogprobs.empty() if filtered.fell_back else filtered.tokens
+        if len(kept) < self.min_scored:  # nothing kept yet: the filter would fall back to every token
             return None
-        values = compute_signals(filtered.tokens, self._names, self.params)
+        values = compute_signals(kept, self._names, self.params)
         if self.calibration is not None:
             return self.calibration.predict(values.raw)
         value = values.score.get(self.method)
