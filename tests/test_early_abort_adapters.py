@@ -1,8 +1,9 @@
 """Early abort through both adapters against a local OpenAI-compatible server (real HTTP, real streams).
 
 "doomed" writes a long answer whose every token is unlikely (scripted logprobs), slowly; "sure" writes the
-same long answer confidently; "large" is the final tier. The server records each stream: how many tokens
-it sent and whether the client hung up before the end.
+same long answer confidently; "tool" answers a request that offers tools with a tool call; "large" is the
+final tier. The server records each stream: how many tokens it sent and whether the client hung up before
+the end.
 """
 
 from __future__ import annotations
