@@ -1,0 +1,173 @@
+"""The replica side: a background thread that follows the promoted version of one name.
+
+Why polling and not PostgreSQL LISTEN/NOTIFY: it works the same on SQLite and PostgreSQL, it needs no
+connection held open per replica (nor reconnect logic that would have to poll anyway to catch what it
+missed while disconnected), and promotions are rare: one indexed query every ``poll_s`` per replica
+costs the database nothing. A promotion reaches every replica within ``poll_s`` (plus the query time).
+
+Requests never wait for the registry: they read the tiers the cascade holds in memory. When a poll
+fails, the last version read stays in force and every trace says ``stale: true`` with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from ..core.config import RouterConfig
+from ..core.errors import ConfidenceRouterError
+from ..core.tuning import SourceState, TunedVersion
+from .store import RegistryStore, open_registry
+
+if TYPE_CHECKING:
+    from ..core.engine import Cascade
+
+__all__ = ["RegistryClient", "client_for", "stop_all"]
+
+logger = logging.getLogger(__name__)
+
+
+class RegistryClient:
+    """Follows ``name`` in the registry at ``url``; shared by every cascade of this process that names both."""
+
+    def __init__(self, url: str, name: str, poll_s: float) -> None:
+        self.url, self.name, self.poll_s = url, name, poll_s
+        self._store: RegistryStore | None = None
+        self._pinned_wanted: set[int] = set()
+        self._state = SourceState(name, None, {}, True, "not read yet", source=url)
+        self._subscribers: list[weakref.ref[Cascade]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.polls = 0
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    def want_pinned(self, versions: set[int]) -> None:
+        with self._lock:
+            new = versions - self._pinned_wanted
+            self._pinned_wanted |= versions
+        if new and self._thread is not None:
+            self.refresh()
+
+    def subscribe(self, cascade: Cascade) -> None:
+        with self._lock:
+            self._subscribers.append(weakref.ref(cascade))
+            state = self._state
+        cascade.use_source_state(state)
+
+    def start(self) -> None:
+        """Read once now (start-up), then poll every ``poll_s`` in a daemon thread."""
+        if self._thread is not None:
+            return
+        self.refresh()
+        self._thread = threading.Thread(target=self._run, name=f"cr-registry-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._store is not None:
+            self._store.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.refresh()
+
+    def refresh(self) -> SourceState:
+        """Poll once; publish a new state to the cascades when anything changed."""
+        old = self._state
+        self.polls += 1
+        try:
+            state = self._read(old)
+        except ConfidenceRouterError as exc:
+            state = SourceState(self.name, old.tuned, old.pinned, True, str(exc), source=self.url)
+        except Exception as exc:  # a bug or driver surprise must not kill the thread: stale, and say why
+            logger.exception("threshold registry %s: poll failed", self.name)
+            state = SourceState(self.name, old.tuned, old.pinned, True, f"{type(exc).__name__}: {exc}",
+                                source=self.url)
+        if state != old:
+            if state.stale and not old.stale:
+                logger.warning("threshold registry %s (%s): %s; keeping v%s", self.name, self.url, state.error,
+                               state.tuned.version if state.tuned else None)
+            self._state = state
+            self._publish(state)
+        return state
+
+    def _read(self, old: SourceState) -> SourceState:
+        if self._store is None:
+            self._store = open_registry(self.url, create=False)
+        store = self._store
+        version = store.promoted_version(self.name)
+        if version is None:
+            store.history(self.name)  # raises naming the problem when the name is unknown
+            raise ConfidenceRouterError(f"no version of {self.name!r} is promoted in {store.url}")
+        tuned = old.tuned
+        if tuned is None or tuned.version != version:
+            tuned = TunedVersion.from_payload(self.name, version, store.get(self.name, version).payload)
+        pinned = dict(old.pinned)
+        for v in sorted(self._pinned_wanted - set(pinned)):
+            pinned[v] = TunedVersion.from_payload(self.name, v, store.get(self.name, v).payload)
+        return SourceState(self.name, tuned, pinned, False, None, source=self.url)
+
+    def _publish(self, state: SourceState) -> None:
+        with self._lock:
+            self._subscribers = [ref for ref in self._subscribers if ref() is not None]
+            cascades = [c for c in (ref() for ref in self._subscribers) if c is not None]
+        for cascade in cascades:
+            try:
+                cascade.use_source_state(state)
+            except Exception:
+                logger.exception("threshold registry %s: applying v%s failed", self.name,
+                                 state.tuned.version if state.tuned else None)
+
+
+_clients: dict[tuple[str, str], RegistryClient] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(config: RouterConfig) -> RegistryClient:
+    """The process's client for the configuration's registry and name (started on first use)."""
+    settings = config.registry
+    assert settings is not None
+    url = settings.url
+    if "://" not in url:  # a relative SQLite path is relative to the configuration file, like calibrations
+        url = str(config.resolve_path(url))
+    pinned = set()
+    ab = config.human.ab_test if config.human is not None else None
+    if ab is not None:
+        pinned = {v for v in (ab.control.registry_version, ab.treatment.registry_version) if v is not None}
+    with _clients_lock:
+        client = _clients.get((url, settings.name))
+        if client is None:
+            client = _clients[(url, settings.name)] = RegistryClient(url, settings.name, settings.poll_s)
+        client.poll_s = min(client.poll_s, settings.poll_s)
+        client.want_pinned(pinned)
+        client.start()
+    return client
+
+
+def stop_all() -> None:
+    """Stop every client's thread (tests; a process exiting needs nothing: the threads are daemons)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.stop()
+
+
+def wait_for_version(client: RegistryClient, version: int, timeout: float) -> bool:
+    """True once ``client`` follows ``version`` (tests and scripts; never on a request path)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tuned = client.state.tuned
+        if tuned is not None and tuned.version == version:
+            return True
+        time.sleep(0.01)
+    return False
