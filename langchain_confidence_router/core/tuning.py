@@ -100,6 +100,8 @@ def tuned_config(config: RouterConfig, tuned: TunedVersion, names: Sequence[str]
         models.append(spec)
     data["models"] = models
     data.pop("registry", None)  # the tuned copy only builds tiers; its values are inline now
+    if isinstance(data.get("human"), dict):
+        data["human"].pop("ab_test", None)  # arms naming registry versions are the cascade's business
     out = parse_config(data, source=f"<registry {tuned.name} v{tuned.version}>")
     out._source = config.source
     return out

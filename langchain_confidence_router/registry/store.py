@@ -164,8 +164,10 @@ def _stack(rows: list[Mapping[str, Any]]) -> list[tuple[int, float]]:
 class RegistryStore:
     """Versions, approvals and promotions in one SQL database. Use :func:`open_registry` to get one."""
 
-    def __init__(self, engine: Engine, display_url: str, *, create: bool = True) -> None:
+    def __init__(self, engine: Engine, display_url: str, *, create: bool = True,
+                 sqlite_file: Path | None = None) -> None:
         self.engine = engine
+        self._sqlite_file = sqlite_file
         self.url = display_url
         self.dialect = engine.dialect.name
         self._lock: contextlib.AbstractContextManager[Any] = (
@@ -260,6 +262,9 @@ class RegistryStore:
 
     def promoted_version(self, name: str) -> int | None:
         """The version in force (the cheap query replicas poll)."""
+        if self._sqlite_file is not None and not self._sqlite_file.exists():
+            # an open SQLite connection keeps reading a deleted or moved file: that is not the registry
+            raise RegistryError(f"registry {self.url}: the database file is gone")
         with self._connect() as conn:
             stack = _stack(self._promotion_rows(conn, name))
         return stack[-1][0] if stack else None
@@ -350,8 +355,9 @@ def open_registry(url_or_path: str | os.PathLike[str], *, create: bool = True) -
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     display = engine.url.render_as_string(hide_password=True)
+    sqlite_file = Path(db) if is_sqlite and db and db != ":memory:" else None
     try:
-        return RegistryStore(engine, display, create=create)
+        return RegistryStore(engine, display, create=create, sqlite_file=sqlite_file)
     except RegistryError:
         engine.dispose()
         raise
