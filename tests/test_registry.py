@@ -26,11 +26,15 @@ import pytest
 import yaml
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from support.postgres import PostgresServer, PostgresUnavailable, free_port, postgres_instance
 
 from langchain_confidence_router import Cascade, ConfidenceRouter, ConfigError, load_config, parse_config
 from langchain_confidence_router.cli import main as cli_main
 from langchain_confidence_router.core import Calibration, RequestTrace
+from langchain_confidence_router.metrics.instruments import RouterMetrics
+from langchain_confidence_router.metrics.observer import MetricsObserver
 from langchain_confidence_router.registry.client import stop_all
 from langchain_confidence_router.registry.store import open_registry
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
@@ -378,15 +382,24 @@ def test_unreachable_at_start_routes_to_humans_with_a_human_section_and_fails_wi
 
     human = {"human": {"thresholds": {"automate": 0.0, "assist": 0.0}}}  # would automate everything
     router = langchain_router(server, replica_config(url, name, **human))
+    metrics = CollectorRegistry()
+    router.cascade.add_observer(MetricsObserver(RouterMetrics(metrics), name="support"))
+
+    def gauges() -> dict[str, float]:
+        return {s.name: s.value for family in text_string_to_metric_families(generate_latest(metrics).decode())
+                for s in family.samples if s.name.startswith("confidence_router_registry")}
+
     for text in ("What is 2+2?", HARD):
         trace = trace_of(router.invoke(text))
         assert trace.route == "human_assisted" and trace.trigger == "registry_unavailable"
         assert trace.registry["stale"] is True and trace.registry["version"] is None
         assert "no such database file" in trace.registry["error"]
+    assert gauges() == {"confidence_router_registry_version": 0.0, "confidence_router_registry_stale": 1.0}
     publish(url, name, tmp_path, 0.1)  # the registry comes up: the replica leaves the hold by itself
     assert wait_until(lambda: router.cascade.registry_status["version"] == 1, POLL_S + 5)
     trace = trace_of(router.invoke(HARD))
     assert trace.route == "automated" and trace.final_model == "small" and trace.registry["stale"] is False
+    assert gauges() == {"confidence_router_registry_version": 1.0, "confidence_router_registry_stale": 0.0}
 
 
 def test_a_version_this_configuration_cannot_use_keeps_the_last_good_one(tmp_path: Path, name: str) -> None:
