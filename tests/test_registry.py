@@ -449,3 +449,14 @@ def test_configuration_checks() -> None:
     with pytest.raises(ConfigError, match="poll_s"):
         parse_config({"registry": {**reg, "poll_s": 0}})
     assert parse_config({"registry": reg}).registry.poll_s == 5.0
+
+
+def test_the_example_runs_as_a_script() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "examples/registry/follow_registry.py")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "before: v1 answered by small" in out
+    assert "after promote: v2 answered by large" in out
+    assert "after rollback: v1 answered by small" in out
+    assert "v2   rolled_back" in out and "v1   promoted" in out and "savings 0.55" in out
