@@ -434,6 +434,16 @@ def test_an_ab_arm_can_run_a_registry_version(tmp_path: Path, name: str, server:
     assert arms["treatment"] == {(1, "small")}  # the pinned version's 0.1 accepts small
     assert arms["control"] == {(2, "large")}  # the promoted version's 0.95 escalates
 
+    # an arm naming a version that does not exist does not stop the promoted one; its requests say so
+    human["human"]["ab_test"]["treatment"] = {"registry_version": 99}
+    cascade = Cascade.from_config(replica_config(url, name, **human))
+    assert cascade.registry_status == {"name": name, "version": 2, "stale": False, "error": None}
+    policies = [cascade.policy(user=f"user-{i}") for i in range(12)]
+    treated = [p for p in policies if p.trace.arm == "treatment"]
+    assert treated and all(p.trace.registry["version"] == 2 for p in policies)
+    assert all("version 99 is not loaded" in p.trace.registry["arm_error"] for p in treated)
+    assert [t.threshold for t in treated[0].tiers] == [0.95, 0.0]
+
 
 def test_configuration_checks() -> None:
     reg = {"url": "r.db", "name": "x"}

@@ -39,7 +39,12 @@ class RegistryClient:
         self._pinned_wanted: set[int] = set()
         self._state = SourceState(name, None, {}, True, "not read yet", source=url)
         self._subscribers: list[weakref.ref[Cascade]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pinned set
+        # one poll at a time, and a state reaches cascades in order: a cascade subscribing while a new
+        # state is published must not end up with the older one (nothing would publish it again)
+        self._refresh_lock = threading.Lock()
+        self._publish_lock = threading.RLock()
+        self._pinned_failed: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.polls = 0
@@ -56,10 +61,9 @@ class RegistryClient:
             self.refresh()
 
     def subscribe(self, cascade: Cascade) -> None:
-        with self._lock:
+        with self._publish_lock:
             self._subscribers.append(weakref.ref(cascade))
-            state = self._state
-        cascade.use_source_state(state)
+            cascade.use_source_state(self._state)
 
     def start(self) -> None:
         """Read once now (start-up), then poll every ``poll_s`` in a daemon thread."""
@@ -82,6 +86,10 @@ class RegistryClient:
 
     def refresh(self) -> SourceState:
         """Poll once; publish a new state to the cascades when anything changed."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> SourceState:
         old = self._state
         self.polls += 1
         try:
@@ -96,8 +104,9 @@ class RegistryClient:
             if state.stale and not old.stale:
                 logger.warning("threshold registry %s (%s): %s; keeping v%s", self.name, self.url, state.error,
                                state.tuned.version if state.tuned else None)
-            self._state = state
-            self._publish(state)
+            with self._publish_lock:
+                self._state = state
+                self._publish(state)
         return state
 
     def _read(self, old: SourceState) -> SourceState:
@@ -112,14 +121,20 @@ class RegistryClient:
         if tuned is None or tuned.version != version:
             tuned = TunedVersion.from_payload(self.name, version, store.get(self.name, version).payload)
         pinned = dict(old.pinned)
-        for v in sorted(self._pinned_wanted - set(pinned)):
-            pinned[v] = TunedVersion.from_payload(self.name, v, store.get(self.name, v).payload)
+        with self._lock:
+            wanted = sorted(self._pinned_wanted - set(pinned))
+        for v in wanted:  # an arm's version that cannot be read must not stop the promoted one
+            try:
+                pinned[v] = TunedVersion.from_payload(self.name, v, store.get(self.name, v).payload)
+            except ConfidenceRouterError as exc:
+                if self._pinned_failed.get(v) != str(exc):
+                    logger.error("threshold registry %s: A/B arm version %s: %s", self.name, v, exc)
+                    self._pinned_failed[v] = str(exc)
         return SourceState(self.name, tuned, pinned, False, None, source=self.url)
 
     def _publish(self, state: SourceState) -> None:
-        with self._lock:
-            self._subscribers = [ref for ref in self._subscribers if ref() is not None]
-            cascades = [c for c in (ref() for ref in self._subscribers) if c is not None]
+        self._subscribers = [ref for ref in self._subscribers if ref() is not None]
+        cascades = [c for c in (ref() for ref in self._subscribers) if c is not None]
         for cascade in cascades:
             try:
                 cascade.use_source_state(state)

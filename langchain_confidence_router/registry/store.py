@@ -196,6 +196,9 @@ class RegistryStore:
 
     def _error(self, exc: SQLAlchemyError) -> RegistryError:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "cr_registry_" in first and ("no such table" in first or "does not exist" in first):
+            return RegistryError(f"registry {self.url}: no registry tables in this database yet (nothing was "
+                                 "pushed here; check the URL)")
         return RegistryError(f"registry {self.url}: {exc.__class__.__name__}: {first}")
 
     # ---------------------------------------------------------------- operator actions
