@@ -470,3 +470,26 @@ def test_the_example_runs_as_a_script() -> None:
     assert "after promote: v2 answered by large" in out
     assert "after rollback: v1 answered by small" in out
     assert "v2   rolled_back" in out and "v1   promoted" in out and "savings 0.55" in out
+
+
+def test_validate_shows_the_version_in_force_and_tune_accepts_a_registry_base(tmp_path: Path, name: str) -> None:
+    url = str(tmp_path / "registry.db")
+    publish(url, name, tmp_path, 0.1)
+    replica = tmp_path / "replica.yaml"
+    replica.write_text(yaml.safe_dump(replica_config(url, name)))
+    code, out, err = cli("validate", str(replica))
+    assert code == 0, err
+    assert f"thresholds from the registry: name {name}" in out and "version 1 in force" in out
+    assert "0. small: avg_logprob >= 0.1" in out and "1. large: avg_logprob >= 0" in out
+
+    # the production file (with registry:) as tune's base: the tuned file drops the section and can be pushed
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"registry": {"url": url, "name": name},
+                                    "models": [{"name": "smollm2-135m", "size": "135m"},
+                                               {"name": "gemma3-270m", "size": "270m"}]}))
+    tuned = tmp_path / "retuned.yaml"
+    code, _, err = cli("tune", "--runs", str(ROOT / "examples/runs/local_quiz.jsonl"), "--config", str(base),
+                       "--out", str(tuned), "--max-accuracy-drop", "0.05")
+    assert code == 0, err
+    assert load_config(tuned).registry is None
+    assert cli("registry", "push", str(tuned), "--name", name, "--url", url, "--by", "ann")[0] == 0
