@@ -324,6 +324,9 @@ def test_the_litellm_provider_follows_a_promotion(tmp_path: Path, name: str, ser
                    for n in ("small", "large")]
     deployments.append({"model_name": "support", "litellm_params": {"model": "confidence/support",
                                                                      "cascade": replica_config(url, name)}})
+    unknown = replica_config(url, name)
+    unknown["models"].append({"name": "nosuch"})  # not in the version's chain, but a later version may use it
+    deployments.append({"model_name": "typo", "litellm_params": {"model": "confidence/typo", "cascade": unknown}})
     router = litellm.Router(model_list=deployments)
     register(router)
     try:
@@ -337,6 +340,8 @@ def test_the_litellm_provider_follows_a_promotion(tmp_path: Path, name: str, ser
         assert wait_until(lambda: ask()["registry"]["version"] == 2, POLL_S + 5)
         second = ask()
         assert second["final_model"] == "large" and second["thresholds"]["small"] == 0.95
+        with pytest.raises(Exception, match=r"models\[2\]\.name: 'nosuch' is not a model group"):
+            router.completion(model="typo", messages=[{"role": "user", "content": HARD}])
     finally:
         litellm_hooks.unbind_router(router)
 
