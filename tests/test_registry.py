@@ -216,6 +216,8 @@ def test_unreachable_or_missing_registry_is_a_clear_error(tmp_path: Path) -> Non
     code, _, err = cli("registry", "approve", "--name", "x", "--version", "1", "--by", "bob",
                        "--url", f"postgresql://ops:hunter2@127.0.0.1:{port}/reg")
     assert code == 1 and f"127.0.0.1:{port}" in err and "refused" in err.lower() and "hunter2" not in err
+    code, _, err = cli("registry", "history", "--name", "x", "--url", "nosuchdb://ops:hunter2@db/reg")
+    assert code == 1 and "cannot open registry nosuchdb://ops:***@db/reg" in err and "hunter2" not in err
     code, _, err = cli("registry", "history", "--name", "x")
     assert code == 1 and "--url" in err and "CONFIDENCE_ROUTER_REGISTRY" in err
 

@@ -44,6 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..core.calibration import Calibration
@@ -354,7 +355,7 @@ def open_registry(url_or_path: str | os.PathLike[str], *, create: bool = True) -
     try:
         engine = create_engine(url, **kwargs)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise RegistryError(f"cannot open registry {url_or_path}: {exc}") from exc
+        raise RegistryError(f"cannot open registry {_safe(url)}: {str(exc).replace(url, _safe(url))}") from exc
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     display = engine.url.render_as_string(hide_password=True)
@@ -364,3 +365,11 @@ def open_registry(url_or_path: str | os.PathLike[str], *, create: bool = True) -
     except RegistryError:
         engine.dispose()
         raise
+
+
+def _safe(url: str) -> str:
+    """The URL with any password hidden (error messages end up in traces and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return url.split("://", 1)[0] + "://<unparsable URL>"
