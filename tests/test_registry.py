@@ -500,3 +500,18 @@ def test_validate_shows_the_version_in_force_and_tune_accepts_a_registry_base(tm
     assert code == 0, err
     assert load_config(tuned).registry is None
     assert cli("registry", "push", str(tuned), "--name", name, "--url", url, "--by", "ann")[0] == 0
+
+
+def test_concurrent_pushes_get_distinct_version_numbers(url: str, name: str) -> None:
+    """Several operators (separate connections, as separate processes would have) pushing at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [open_registry(url) for _ in range(6)]
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            versions = list(pool.map(lambda s: s.push(name, {"models": {"small": {}}}, by="ann"), stores * 3))
+        assert sorted(versions) == list(range(1, 19))
+        assert [r.version for r in stores[0].history(name)] == list(range(18, 0, -1))
+    finally:
+        for s in stores:
+            s.close()
