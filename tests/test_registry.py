@@ -515,3 +515,32 @@ def test_concurrent_pushes_get_distinct_version_numbers(url: str, name: str) -> 
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_cache_file_lets_a_replica_start_while_the_registry_is_down(tmp_path: Path, name: str,
+                                                                      server: FakeOpenAIServer) -> None:
+    url = str(tmp_path / "registry.db")
+    publish(url, name, tmp_path, 0.1, 0.95)
+    config = replica_config(url, name)
+    config["registry"]["cache"] = str(tmp_path / "cache" / "registry-cache.json")
+    first = langchain_router(server, config)
+    assert trace_of(first.invoke(HARD)).registry["version"] == 1
+    promote(url, name, 2)
+    assert wait_until(lambda: first.cascade.registry_status["version"] == 2, POLL_S + 5)
+    cached = json.loads((tmp_path / "cache" / "registry-cache.json").read_text())
+    assert cached["version"] == 2 and cached["payloads"]["2"]["models"]["small"]["threshold"] == 0.95
+    stop_all()
+
+    shutil.move(url, tmp_path / "gone.db")  # the database is down when the next replica starts
+    second = langchain_router(server, config)  # no human: section, and still it starts
+    time.sleep(POLL_S * 2)  # polls that fail again keep saying where the version came from
+    trace = trace_of(second.invoke(HARD))
+    assert trace.registry["version"] == 2 and trace.registry["stale"] is True
+    assert "using v2 from the cache file" in trace.registry["error"]
+    assert "no such database file" in trace.registry["error"]
+    assert trace.final_model == "large" and trace.thresholds["small"] == 0.95 and trace.route == "automated"
+
+    (tmp_path / "cache" / "registry-cache.json").write_text("{not json")
+    stop_all()
+    with pytest.raises(ConfigError, match="no such database file"):  # an unusable cache is no cache
+        langchain_router(server, config)

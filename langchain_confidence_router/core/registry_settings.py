@@ -19,3 +19,5 @@ class RegistrySettings(BaseModel):
     name: str = Field(min_length=1, max_length=128, description="which tuned configuration to follow")
     poll_s: float = Field(5.0, ge=0.05, le=3600.0,
                           description="how often a background thread checks for a new promoted version")
+    cache: str | None = Field(None, min_length=1, description="local JSON file keeping the version in force, "
+                              "used (stale) when the registry cannot be read at start-up; relative to the file")

@@ -7,15 +7,20 @@ costs the database nothing. A promotion reaches every replica within ``poll_s`` 
 
 Requests never wait for the registry: they read the tiers the cascade holds in memory. When a poll
 fails, the last version read stays in force and every trace says ``stale: true`` with the error.
+With ``registry.cache`` set, the version in force is also kept in a local JSON file, which a replica
+starting while the registry cannot be read uses (stale) instead of holding every request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import RouterConfig
 from ..core.errors import ConfidenceRouterError
@@ -29,12 +34,16 @@ __all__ = ["RegistryClient", "client_for", "stop_all"]
 
 logger = logging.getLogger(__name__)
 
+CACHE_FORMAT = "confidence-router/registry-cache"
+
 
 class RegistryClient:
     """Follows ``name`` in the registry at ``url``; shared by every cascade of this process that names both."""
 
-    def __init__(self, url: str, name: str, poll_s: float) -> None:
-        self.url, self.name, self.poll_s = url, name, poll_s
+    def __init__(self, url: str, name: str, poll_s: float, cache: Path | None = None) -> None:
+        self.url, self.name, self.poll_s, self.cache = url, name, poll_s, cache
+        self._payloads: dict[int, dict[str, Any]] = {}  # raw payloads read, for the cache file
+        self._cache_note: str | None = None  # set while the version in force came from the cache file
         self._store: RegistryStore | None = None
         self._pinned_wanted: set[int] = set()
         self._state = SourceState(name, None, {}, True, "not read yet", source=url)
@@ -69,7 +78,13 @@ class RegistryClient:
         """Read once now (start-up), then poll every ``poll_s`` in a daemon thread."""
         if self._thread is not None:
             return
-        self.refresh()
+        state = self.refresh()
+        if state.tuned is None and self.cache is not None:
+            cached = self._from_cache(state.error)
+            if cached is not None:
+                with self._publish_lock:
+                    self._state = cached
+                    self._publish(cached)
         self._thread = threading.Thread(target=self._run, name=f"cr-registry-{self.name}", daemon=True)
         self._thread.start()
 
@@ -94,8 +109,10 @@ class RegistryClient:
         self.polls += 1
         try:
             state = self._read(old)
+            self._cache_note = None
         except ConfidenceRouterError as exc:
-            state = SourceState(self.name, old.tuned, old.pinned, True, str(exc), source=self.url)
+            error = str(exc) if self._cache_note is None else f"{exc}; {self._cache_note}"
+            state = SourceState(self.name, old.tuned, old.pinned, True, error, source=self.url)
         except Exception as exc:  # a bug or driver surprise must not kill the thread: stale, and say why
             logger.exception("threshold registry %s: poll failed", self.name)
             state = SourceState(self.name, old.tuned, old.pinned, True, f"{type(exc).__name__}: {exc}",
@@ -119,18 +136,62 @@ class RegistryClient:
             raise ConfidenceRouterError(f"no version of {self.name!r} is promoted in {store.url}")
         tuned = old.tuned
         if tuned is None or tuned.version != version:
-            tuned = TunedVersion.from_payload(self.name, version, store.get(self.name, version).payload)
+            tuned = TunedVersion.from_payload(self.name, version, self._payload(store, version))
         pinned = dict(old.pinned)
         with self._lock:
             wanted = sorted(self._pinned_wanted - set(pinned))
         for v in wanted:  # an arm's version that cannot be read must not stop the promoted one
             try:
-                pinned[v] = TunedVersion.from_payload(self.name, v, store.get(self.name, v).payload)
+                pinned[v] = TunedVersion.from_payload(self.name, v, self._payload(store, v))
             except ConfidenceRouterError as exc:
                 if self._pinned_failed.get(v) != str(exc):
                     logger.error("threshold registry %s: A/B arm version %s: %s", self.name, v, exc)
                     self._pinned_failed[v] = str(exc)
+        if self.cache is not None and (tuned != old.tuned or pinned != old.pinned):
+            self._write_cache(tuned.version, sorted(pinned))
         return SourceState(self.name, tuned, pinned, False, None, source=self.url)
+
+    def _payload(self, store: RegistryStore, version: int) -> dict[str, Any]:
+        payload = store.get(self.name, version).payload
+        self._payloads[version] = payload
+        return payload
+
+    # ---------------------------------------------------------------- last-known-good cache file
+
+    def _write_cache(self, version: int, pinned: list[int]) -> None:
+        """Keep the version in force (and arms' versions) on local disk, for a start-up without the registry."""
+        assert self.cache is not None
+        data = {"format": CACHE_FORMAT, "name": self.name, "version": version, "written_at": time.time(),
+                "payloads": {str(v): self._payloads[v] for v in [version, *pinned]}}
+        tmp = self.cache.with_name(self.cache.name + ".tmp")
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(tmp, self.cache)  # atomic: a crash leaves the old file or the new one
+        except OSError as exc:
+            logger.error("threshold registry %s: cannot write the cache file %s: %s", self.name, self.cache, exc)
+
+    def _from_cache(self, error: str | None) -> SourceState | None:
+        """The cached version, marked stale, when the registry cannot be read at start-up."""
+        assert self.cache is not None
+        try:
+            data = json.loads(self.cache.read_text(encoding="utf-8"))
+            if data.get("format") != CACHE_FORMAT or data.get("name") != self.name:
+                raise ValueError(f"not a cache file of {self.name!r}")
+            payloads = {int(v): p for v, p in data["payloads"].items()}
+            version = int(data["version"])
+            tuned = TunedVersion.from_payload(self.name, version, payloads[version])
+            pinned = {v: TunedVersion.from_payload(self.name, v, p) for v, p in payloads.items() if v != version}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, ConfidenceRouterError) as exc:
+            logger.error("threshold registry %s: cache file %s is unusable: %s", self.name, self.cache, exc)
+            return None
+        self._payloads.update(payloads)
+        written = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(data.get("written_at") or 0)))
+        self._cache_note = f"using v{version} from the cache file {self.cache} (written {written})"
+        logger.warning("threshold registry %s: %s; %s", self.name, error, self._cache_note)
+        return SourceState(self.name, tuned, pinned, True, f"{error}; {self._cache_note}", source=self.url)
 
     def _publish(self, state: SourceState) -> None:
         self._subscribers = [ref for ref in self._subscribers if ref() is not None]
@@ -158,10 +219,13 @@ def client_for(config: RouterConfig) -> RegistryClient:
     ab = config.human.ab_test if config.human is not None else None
     if ab is not None:
         pinned = {v for v in (ab.control.registry_version, ab.treatment.registry_version) if v is not None}
+    cache = config.resolve_path(settings.cache) if settings.cache else None
     with _clients_lock:
         client = _clients.get((url, settings.name))
         if client is None:
-            client = _clients[(url, settings.name)] = RegistryClient(url, settings.name, settings.poll_s)
+            client = _clients[(url, settings.name)] = RegistryClient(url, settings.name, settings.poll_s, cache)
+        elif client.cache is None and cache is not None:
+            client.cache = cache
         client.poll_s = min(client.poll_s, settings.poll_s)
         client.want_pinned(pinned)
         client.start()
