@@ -13,6 +13,7 @@ starting while the registry cannot be read uses (stale) instead of holding every
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -88,10 +89,10 @@ class RegistryClient:
         self._thread = threading.Thread(target=self._run, name=f"cr-registry-{self.name}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=timeout)
         if self._store is not None:
             self._store.close()
 
@@ -232,13 +233,17 @@ def client_for(config: RouterConfig) -> RegistryClient:
     return client
 
 
-def stop_all() -> None:
-    """Stop every client's thread (tests; a process exiting needs nothing: the threads are daemons)."""
+def stop_all(timeout: float = 10.0) -> None:
+    """Stop every client's thread and close its connections (tests, and at interpreter exit)."""
     with _clients_lock:
         clients = list(_clients.values())
         _clients.clear()
     for client in clients:
-        client.stop()
+        client.stop(timeout)
+
+
+# a poll in flight at exit finishes (bounded) instead of being frozen mid-query with the daemon thread
+atexit.register(stop_all, 1.0)
 
 
 def wait_for_version(client: RegistryClient, version: int, timeout: float) -> bool:
