@@ -26,6 +26,7 @@ from .core import (
 )
 from .human import recording as _recording  # noqa: F401  (wires a human: section's store and audit log)
 from .metrics import observers_for as _metrics  # noqa: F401  (wires a metrics: section's Prometheus observer)
+from .registry import threshold_source as _registry  # noqa: F401  (wires a registry: section's poller)
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from .core.errors import ConfidenceRouterError
 
-COMMANDS = ("validate", "demo", "collect", "tune", "tune_abort", "evaluate", "report", "review", "monitor")
+COMMANDS = ("validate", "demo", "collect", "tune", "tune_abort", "evaluate", "report", "review", "monitor",
+            "registry")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -188,14 +188,14 @@ def check_tiers(cascade: Cascade, key: str, router: Router, own_group: str | Non
             return
     known = set(router.model_names) | set(getattr(router, "model_group_alias", None) or {})
     wildcard = any("*" in name for name in known)
-    for tier in cascade.tiers:
-        i = next(i for i, spec in enumerate(cascade.config.models) if spec.name == tier.name)
-        if own_group is not None and tier.name == own_group:
-            raise ConfigError(f"models[{i}].name: {tier.name!r} is the cascade's own model group (it would call "
+    # every listed model, not only the current tiers: a threshold-registry version may pick any of them
+    for i, name in enumerate(spec.name for spec in cascade.config.models):
+        if own_group is not None and name == own_group:
+            raise ConfigError(f"models[{i}].name: {name!r} is the cascade's own model group (it would call "
                               "itself)", source=BLOCK_SOURCE, fields=[f"models.{i}.name"])
-        if tier.name not in known and not wildcard:
+        if name not in known and not wildcard:
             raise ConfigError(
-                f"models[{i}].name: {tier.name!r} is not a model group of the Router "
+                f"models[{i}].name: {name!r} is not a model group of the Router "
                 f"(known: {', '.join(sorted(known)) or 'none'})", source=BLOCK_SOURCE, fields=[f"models.{i}.name"],
             )
     with _lock:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..core.abort import guarantee
-from ..core.config import load_config
+from ..core.config import RouterConfig, load_config
 from ..core.tiers import Tier, build_tiers
 
 
@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  method {settings.confidence_method}, threshold {settings.threshold:g}, "
           f"token filter {settings.token_filter}, on_error {settings.on_error}, "
           f"missing logprobs {settings.missing_logprobs}, final fallback {settings.final_fallback}")
-    if config.models:
+    if config.registry is not None:
+        _show_registry(config)
+    elif config.models:
         tiers, how = build_tiers(config)
         print(f"  escalation order ({how}):")
         for tier in tiers:
@@ -50,3 +52,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("  no models listed: the caller supplies them, in its own order")
     return 0
+
+
+def _show_registry(config: RouterConfig) -> None:
+    """The chain and thresholds come from the registry: show the version in force there."""
+    from ..core.engine import Cascade
+
+    reg = config.registry
+    assert reg is not None
+    print(f"  thresholds from the registry: name {reg.name}, polled every {reg.poll_s:g} s")
+    cascade = Cascade.from_config(config)  # a registry that cannot be read without human: raises, naming it
+    status = cascade.registry_status or {}
+    if status.get("version") is None:
+        print(f"  no version in force ({status.get('error')}): every request would go to human_assisted")
+        return
+    print(f"  version {status['version']} in force:")
+    for tier in cascade.tiers:
+        cal = f", calibration {tier.calibration.id}" if tier.calibration else ""
+        print(f"    {tier.index}. {tier.name}: {tier.method} >= {tier.threshold:g}{cal}")

@@ -22,6 +22,7 @@ from .filters import TOKEN_FILTERS
 from .human import HumanSettings
 from .metrics_settings import MetricsSettings
 from .nologprob import ConsistencySettings, SelfVerifySettings
+from .registry_settings import RegistrySettings
 from .signals import LOGPROB_SIGNALS
 
 #: Confidence methods a tier can use. Methods that need no logprobs register themselves here.
@@ -197,6 +198,8 @@ class RouterConfig(_Strict):
     human: HumanSettings | None = Field(None, description="human escalation past the largest model")
     metrics: MetricsSettings | None = Field(None, description="live Prometheus metrics (see docs/operations.md)")
     evidence: dict[str, Any] | None = Field(None, description="written by `tune`: how thresholds were chosen")
+    registry: RegistrySettings | None = Field(
+        None, description="take thresholds and calibrations from a threshold registry (see docs/operations.md)")
 
     _source: Path | None = PrivateAttr(None)
 
@@ -209,6 +212,21 @@ class RouterConfig(_Strict):
                 raise ValueError(f"model name {spec.name!r} appears twice")
             seen.add(spec.name)
         return models
+
+    @model_validator(mode="after")
+    def _registry_replaces_inline_values(self) -> RouterConfig:
+        if self.registry is None:
+            for arm_name in ("control", "treatment"):
+                ab = self.human.ab_test if self.human is not None else None
+                if ab is not None and getattr(ab, arm_name).registry_version is not None:
+                    raise ValueError(f"human.ab_test.{arm_name}.registry_version needs a registry: section")
+            return self
+        for i, spec in enumerate(self.models):
+            for name in ("threshold", "calibration"):
+                if getattr(spec, name) is not None:
+                    raise ValueError(f"models[{i}].{name}: comes from the registry ({self.registry.name}) when a "
+                                     "registry: section is set; remove it from the file")
+        return self
 
     @property
     def confidence(self) -> ConfidenceSettings:

@@ -128,6 +128,14 @@ class ClarifySettings(_Strict):
 class ArmSettings(_Strict):
     thresholds: HumanThresholds | None = None
     model_thresholds: dict[str, float] = Field(default_factory=dict)
+    registry_version: int | None = Field(None, ge=1, description="this arm's model thresholds and calibrations "
+                                         "are this threshold-registry version's (needs a registry: section)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ArmSettings:
+        if self.registry_version is not None and self.model_thresholds:
+            raise ValueError("give an arm registry_version or model_thresholds, not both")
+        return self
 
     @field_validator("model_thresholds")
     @classmethod

@@ -165,7 +165,13 @@ class CascadePolicy:
         clarify_count: int | None = None,
         clarify_ledger: ClarifyLedger = CLARIFY_LEDGER,
         observers: Sequence[Observer] = (),
+        registry: Mapping[str, Any] | None = None,
+        arm_tiers: Mapping[str, tuple[int, Sequence[Tier]]] | None = None,
+        hold: str | None = None,
     ) -> None:
+        """``registry``: the threshold-registry status for the trace; ``arm_tiers``: the tiers (and registry
+        version) of A/B arms that name one; ``hold``: why every request goes to ``human_assisted`` (no
+        registry version could be loaded at start-up)."""
         if not tiers:
             raise ValueError("a cascade needs at least one tier")
         self.tiers = list(tiers)
@@ -181,10 +187,12 @@ class CascadePolicy:
         self._clarifying = False
         self._pre = PreCallDecision()
         self._arm: ArmSettings | None = None
-        self.trace = RequestTrace(config_hash=config_hash, metadata=dict(metadata or {}))
+        self._hold = hold
+        self.trace = RequestTrace(config_hash=config_hash, metadata=dict(metadata or {}),
+                                  registry=dict(registry) if registry is not None else None)
         if request_id:
             self.trace.request_id = request_id
-        self.thresholds = self._arm_thresholds() | dict(thresholds or {})
+        self.thresholds = self._arm_thresholds(arm_tiers) | dict(thresholds or {})
         self._params = SignalParams(
             logprob_weight=settings.hybrid_weights.logprob_weight,
             margin_weight=settings.hybrid_weights.margin_weight,
@@ -212,6 +220,9 @@ class CascadePolicy:
             except Exception as exc:  # a user classifier failed: be conservative, let a person look
                 self._pre = PreCallDecision("trigger_error", "human_assisted", True)
                 self.trace.reasons.append(f"trigger check failed ({describe_exception(exc)}); routed to a human")
+            if self._pre.route is None and self._hold is not None:
+                self._pre = PreCallDecision("registry_unavailable", "human_assisted", True)
+                self.trace.reasons.append(f"no threshold-registry version in force ({self._hold}); routed to a human")
             if self._pre.route is not None and not self._pre.draft:
                 return self._handoff_before_any_call()
         return self._next_action()
@@ -585,7 +596,7 @@ class CascadePolicy:
 
     # ---------------------------------------------------------------- human routing
 
-    def _arm_thresholds(self) -> dict[str, float]:
+    def _arm_thresholds(self, arm_tiers: Mapping[str, tuple[int, Sequence[Tier]]] | None) -> dict[str, float]:
         ab = self.human.ab_test if self.human is not None else None
         if ab is None:
             return {}
@@ -593,6 +604,17 @@ class CascadePolicy:
         arm = assign_arm(key, ab.treatment_share, ab.salt)
         self.trace.arm = arm
         self._arm = ab.treatment if arm == "treatment" else ab.control
+        if self._arm.registry_version is not None:
+            pinned = (arm_tiers or {}).get(arm)
+            if self.trace.registry is None:
+                self.trace.registry = {}
+            registry = self.trace.registry
+            if pinned is not None:
+                registry["version"], tiers = pinned
+                self.tiers = list(tiers)
+            else:  # not loaded (registry unreachable since start-up): the promoted version, said so
+                registry["arm_error"] = f"arm {arm}: registry version {self._arm.registry_version} is not loaded"
+                self.trace.reasons.append(registry["arm_error"] + "; the promoted version was used")
         return dict(self._arm.model_thresholds)
 
     def _route(self, attempt: AttemptTrace, result: TierResult, outcome: str) -> None:

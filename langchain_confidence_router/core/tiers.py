@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .calibration import Calibration, load_calibration
@@ -28,11 +28,13 @@ class Tier:
         return self.spec.cost(tokens_in, tokens_out)
 
 
-def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tuple[list[Tier], str]:
+def build_tiers(config: RouterConfig, names: Sequence[str] | None = None,
+                calibrations: Mapping[str, Calibration] | None = None) -> tuple[list[Tier], str]:
     """Tiers in escalation order, and a sentence saying how the order was decided.
 
     ``names`` are the models a caller supplies (LangChain objects by key, say). Without a
     ``models:`` list in the file they become the declared order; with one, both must agree.
+    ``calibrations`` (by model name) are already loaded ones (the threshold registry's) that replace the files.
     """
     specs = _specs(config, names)
     if not specs:
@@ -42,8 +44,8 @@ def build_tiers(config: RouterConfig, names: Sequence[str] | None = None) -> tup
     tiers = []
     conservative = config.human is not None and config.human.enabled
     for i, spec in enumerate(ordered):
-        calibration, calibration_error = None, None
-        if spec.calibration:
+        calibration, calibration_error = (calibrations or {}).get(spec.name), None
+        if calibration is None and spec.calibration:
             try:
                 calibration = load_calibration(config.resolve_path(spec.calibration))
             except ConfigError as exc:

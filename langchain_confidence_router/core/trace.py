@@ -80,6 +80,8 @@ class RequestTrace(BaseModel):
     arm: str | None = Field(None, description="A/B threshold arm this request was assigned to")
     thresholds: dict[str, float] = Field(default_factory=dict, description="thresholds in force, by model")
     calibrations: dict[str, str] = Field(default_factory=dict, description="calibration versions, by model")
+    registry: dict[str, Any] | None = Field(
+        None, description="threshold-registry version in force: name, version, stale, error (docs/operations.md)")
     draft: str | None = Field(None, description="the AI answer handed to a human (only if text is stored)")
     reasons: list[str] = Field(default_factory=list)
     total_cost_usd: float = 0.0

@@ -874,7 +874,8 @@ def write_tuned_config(result: TuneResult, base: RouterConfig | None, out: str |
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     base = base if base is not None else parse_config({})
-    data = base.model_dump(mode="json", exclude={"evidence"}, exclude_none=True, exclude_unset=True)
+    # a registry: section is left out: the tuned file carries thresholds, and is what gets pushed there
+    data = base.model_dump(mode="json", exclude={"evidence", "registry"}, exclude_none=True, exclude_unset=True)
     conf = data.setdefault("algorithm", {}).setdefault("confidence", {})
     conf["escalation_order"] = "declared"
     conf["confidence_method"] = result.signal

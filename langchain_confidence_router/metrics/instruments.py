@@ -52,6 +52,14 @@ class RouterMetrics:
         self.queue_depth = Gauge(
             "confidence_router_human_queue_depth", "Pending review items in the human queue, by route",
             ["route"], registry=reg, multiprocess_mode="max")
+        self.registry_version = Gauge(
+            "confidence_router_registry_version",
+            "Threshold-registry version in force as of the last request (0: none loaded yet, requests held)",
+            ["router", "name"], registry=reg, multiprocess_mode="min")
+        self.registry_stale = Gauge(
+            "confidence_router_registry_stale",
+            "1 when the last request ran on a last-known-good version because the registry could not be read",
+            ["router", "name"], registry=reg, multiprocess_mode="max")
         self.queue_poll_errors = Counter(
             "confidence_router_human_queue_poll_errors", "Failed reads of the human queue depth", registry=reg)
         self._capacity: Gauge | None = None

@@ -15,7 +15,9 @@ What each request adds:
   whose cost is complete and that a model answered, the estimated cost had the largest tier
   answered it alone (the request's prompt tokens and answer tokens at the largest tier's price),
   and what it actually cost; cost saved is their difference;
-* ``decision_seconds{router}``: total time minus the time inside tier calls.
+* ``decision_seconds{router}``: total time minus the time inside tier calls;
+* ``registry_version{router, name}`` and ``registry_stale{router, name}``: the threshold-registry
+  version the request ran on (0 while none is loaded) and whether it was a stale last-known-good one.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ class MetricsObserver:
         if trace.total_latency_ms is not None:
             # tier calls run one after another today; with overlapping calls this would undercount, hence max(0)
             m.decision_seconds.labels(router).observe(max(0.0, trace.total_latency_ms - upstream_ms) / 1000.0)
+        registry = trace.registry
+        if registry is not None and registry.get("name"):
+            m.registry_version.labels(router, registry["name"]).set(registry.get("version") or 0)
+            m.registry_stale.labels(router, registry["name"]).set(1 if registry.get("stale") else 0)
         estimate = self.always_largest_cost(trace)
         if estimate is not None:
             m.always_largest_cost.labels(router).inc(estimate)

@@ -1,0 +1,117 @@
+"""A throwaway PostgreSQL server for tests and benchmarks.
+
+The binaries are looked up (``/usr/lib/postgresql/*/bin``, then ``initdb`` on PATH); when they are
+absent :class:`PostgresUnavailable` says how to install them, and tests skip with that reason. As
+root, the server runs as ``postgres`` (or ``nobody``) through ``runuser``, because initdb refuses root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["PostgresServer", "PostgresUnavailable", "free_port", "postgres_instance", "postgres_server"]
+
+
+def _pg_bindir() -> Path | None:
+    def version(d: str) -> float:
+        try:
+            return float(Path(d).parent.name)
+        except ValueError:
+            return 0.0
+
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if Path(d, "initdb").exists() and Path(d, "pg_ctl").exists():
+            return Path(d)
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if initdb and pg_ctl:
+        return Path(initdb).resolve().parent
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL binaries, or no user to run them as."""
+
+
+
+@dataclass
+class PostgresServer:
+    """A running throwaway server: ``url``; ``stop()`` and ``start()`` take it down and bring it back."""
+
+    url: str
+    _pg_ctl: Callable[..., None]
+    _start_args: tuple[str, ...]
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl(*self._start_args)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a throwaway PostgreSQL server and yield its URL (also used by benchmarks/bench_recording.py)."""
+    with postgres_instance() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def postgres_instance() -> Iterator[PostgresServer]:
+    """Start a throwaway PostgreSQL server (trust auth, fsync off) on 127.0.0.1; removed afterwards."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        raise PostgresUnavailable("PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on "
+                                  "PATH; install with: apt-get update && apt-get install -y postgresql")
+    prefix: list[str] = []
+    owner: pwd.struct_passwd | None = None
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        runuser = shutil.which("runuser")
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                owner = pwd.getpwnam(name)
+                break
+        if runuser is None or owner is None:
+            raise PostgresUnavailable("running as root without runuser or a postgres/nobody user to run PostgreSQL as")
+        prefix = [runuser, "-u", owner.pw_name, "--"]
+    tmp = Path(tempfile.mkdtemp(prefix="cr-pg-"))  # under /tmp, not pytest's root-only 0700 dir
+    if owner is not None:
+        os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    data, port = tmp / "data", free_port()
+
+    def run(*cmd: str) -> None:
+        done = subprocess.run([*prefix, *cmd], cwd=tmp, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            log = (tmp / "log").read_text() if (tmp / "log").exists() else ""
+            raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr or done.stdout}\n{log}")
+
+    def pg_ctl(*args: str) -> None:
+        run(str(bindir / "pg_ctl"), "-D", str(data), *args)
+
+    start_args = ("-l", str(tmp / "log"), "-w", "-t", "30", "-o",
+                  f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -F -c full_page_writes=off", "start")
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+            "--no-locale", "--no-sync")
+        pg_ctl(*start_args)
+        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", pg_ctl, start_args)
+    finally:
+        if (data / "postmaster.pid").exists():
+            with contextlib.suppress(Exception):
+                pg_ctl("-m", "immediate", "-w", "stop")
+        shutil.rmtree(tmp, ignore_errors=True)
