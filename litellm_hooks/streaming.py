@@ -210,6 +210,7 @@ class HiddenStream:
         self._cost: float | None = None
         self._finish_reason: str | None = None
         self._model: str | None = None
+        self._sent: dict[str, Any] | None = None  # the tier call's kwargs, to count the prompt
 
     def add(self, chunk: Any) -> list[Any] | None:
         text, entries, tools, finish_reason = chunk_parts(chunk)
@@ -225,15 +226,35 @@ class HiddenStream:
         return entries
 
     def result(self) -> TierResult:
-        """What arrived; priced only when the prompt's usage arrived too (a cancelled stream has none)."""
+        """What arrived, priced. A cancelled stream reports no usage: its output tokens are the ones received
+        and its prompt tokens are counted from the messages sent (``tokens_in_estimated``)."""
         result = self.acc.result()
         result.streamed = False  # hidden: nothing of it reached the caller, nor did a first token
         result.ttft_ms = None
         result.raw = self._response(result)
         result.tool_calls = list(result.raw.choices[0].message.tool_calls or []) or None
+        if result.tokens_in is None:
+            result.tokens_in = self._prompt_tokens()
+            result.tokens_in_estimated = result.tokens_in is not None
         if result.tokens_in is not None:
             result.cost_usd = attempt_cost(self._cost, self.call.tier, result.tokens_in, result.tokens_out)
         return result
+
+    def _prompt_tokens(self) -> int | None:
+        """The prompt's tokens by LiteLLM's tokenizer for the tier's deployment model (its default encoding for
+        a model it does not know), tools included; None when they cannot be counted."""
+        if self._sent is None:
+            return None
+        import litellm
+
+        try:
+            deployments = self.ctx.router.get_model_list(model_name=self.call.tier.name) or []
+            model = deployments[0]["litellm_params"]["model"] if deployments else self.call.tier.name
+            # no image is fetched to size it: this runs between two tier calls
+            return int(litellm.token_counter(model=model, messages=self._sent["messages"],
+                                             tools=self._sent.get("tools"), use_default_image_token_count=True))
+        except Exception:  # an unusual message shape: the cost stays unknown, as without the estimate
+            return None
 
     def _response(self, result: TierResult) -> Any:
         """The received answer as a whole response (what a non-streamed call returns), tool calls merged from
@@ -257,7 +278,8 @@ class HiddenStream:
 
 class _SyncHidden(HiddenStream):
     def open(self) -> Iterator[Any]:
-        wrapper = self.ctx.router.completion(**self.ctx.tier_kwargs(self.call, stream=True))
+        self._sent = self.ctx.tier_kwargs(self.call, stream=True)
+        wrapper = self.ctx.router.completion(**self._sent)
 
         def chunks() -> Iterator[Any]:
             try:
@@ -291,7 +313,8 @@ def close_sync_stream(wrapper: Any) -> None:
 
 class _AsyncHidden(HiddenStream):
     async def open(self) -> AsyncIterator[Any]:
-        wrapper = await self.ctx.router.acompletion(**self.ctx.tier_kwargs(self.call, stream=True))
+        self._sent = self.ctx.tier_kwargs(self.call, stream=True)
+        wrapper = await self.ctx.router.acompletion(**self._sent)
 
         async def chunks() -> AsyncIterator[Any]:
             try:

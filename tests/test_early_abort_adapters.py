@@ -20,11 +20,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
 import litellm_hooks
 from langchain_confidence_router.core import RequestTrace
 from langchain_confidence_router.langchain import ConfidenceRouter
+from langchain_confidence_router.langchain._usage import by_characters
 from langchain_confidence_router.langchain.testing import ScriptedOpenAIServer
 from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour, StreamRecord
 from litellm_hooks import TRACE_KEY, register
@@ -32,6 +34,7 @@ from litellm_hooks import TRACE_KEY, register
 LONG = " ".join(f"word{i}" for i in range(60))  # 60 tokens
 AFTER = 4
 LARGE_ANSWER = "large says: the answer is 42."
+IN_PRICE, OUT_PRICE = 1e-6, 2e-6
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +42,48 @@ def server() -> Iterator[FakeOpenAIServer]:
     models = {"doomed": ModelBehaviour(answer=LONG, token_logprobs=[-3.0], token_delay_s=0.01),
               "sure": ModelBehaviour(answer=LONG, token_delay_s=0.001),
               "large": ModelBehaviour(),
+              "meh": ModelBehaviour(answer="maybe", token_logprobs=[-3.0]),
               "tool": ModelBehaviour(token_logprobs=[-3.0], token_delay_s=0.001)}
     # the scripted server answers a request with tools with a tool call (and no text), as models do
     with ScriptedOpenAIServer(models, timeout_sleep_s=1.0) as srv:
         yield srv
 
 
+@pytest.fixture(scope="module", autouse=True)
+def offline_tiktoken() -> Iterator[None]:
+    """ChatOpenAI counts prompt tokens with tiktoken, which downloads its encodings: use LiteLLM's bundled copy."""
+    from litellm.litellm_core_utils import default_encoding
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIKTOKEN_CACHE_DIR", default_encoding.filename)
+        yield
+
+
 def block(first: str, after: int = AFTER) -> dict[str, Any]:
     return {"algorithm": {"confidence": {"confidence_method": "min_logprob", "threshold": 0.5,
                                          "token_filter": "stop"}},
             "models": [{"name": first, "early_abort": {"after_tokens": after, "below": 0.5},
-                        "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+                        "input_cost_per_token": IN_PRICE, "output_cost_per_token": OUT_PRICE},
                        {"name": "large"}]}
+
+
+#: after "meh" (about 8e-6 USD) the cascade goes on; after the cut "doomed" attempt (about 2e-5 more) it stops
+BUDGET_USD = 1.5e-5
+
+
+def budget_block() -> dict[str, Any]:
+    """A rejected whole answer, then a gated tier that is cut, then "large", under a cost budget."""
+    config = block("doomed")
+    config["algorithm"]["confidence"]["limits"] = {"cost_budget_usd": BUDGET_USD}
+    config["models"].insert(0, {"name": "meh", "input_cost_per_token": IN_PRICE, "output_cost_per_token": OUT_PRICE})
+    return config
+
+
+def check_budget_stopped(trace: RequestTrace) -> None:
+    """The cut attempt's cost counts against the budget: "large" is never called, "meh" is the fallback."""
+    assert [(a.model, a.decision) for a in trace.attempts] == [("meh", "fallback"), ("doomed", "escalate")]
+    assert trace.attempts[0].cost_usd < BUDGET_USD <= trace.total_cost_usd
+    assert f"cost budget {BUDGET_USD:g} USD reached" in trace.reasons
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -67,12 +100,15 @@ def stream_of(server: FakeOpenAIServer, model: str, before: int) -> StreamRecord
     return records[0]
 
 
-def check_aborted(trace: RequestTrace, server: FakeOpenAIServer, before: int) -> None:
+def check_aborted(trace: RequestTrace, server: FakeOpenAIServer, before: int, prompt_tokens: int) -> None:
     first, last = trace.attempts
     assert (first.model, first.decision, first.aborted_at_token, first.tokens_out) == ("doomed", "escalate",
                                                                                      AFTER, AFTER)
     assert first.reason.startswith(f"early abort at token {AFTER}: running min_logprob 0.050 < below 0.500")
-    assert first.cost_usd is None and not trace.cost_complete  # no prompt usage arrives on a cancelled stream
+    # no usage arrives on a cancelled stream: the prompt is counted by the adapter, the output is what arrived
+    assert (first.tokens_in, first.tokens_in_estimated) == (prompt_tokens, True)
+    assert first.cost_usd == pytest.approx(IN_PRICE * prompt_tokens + OUT_PRICE * AFTER)
+    assert trace.total_cost_usd == pytest.approx(first.cost_usd)  # "large" has no prices
     assert (last.model, last.decision) == ("large", "accept") and last.aborted_at_token is None
     record = stream_of(server, "doomed", before)
     assert record.closed_by_client and not record.finished
@@ -89,13 +125,20 @@ def check_confident(trace: RequestTrace, server: FakeOpenAIServer, before: int) 
 # ---------------------------------------------------------------------------- LangChain
 
 
-def chat(server: FakeOpenAIServer, name: str) -> ChatOpenAI:
-    return ChatOpenAI(model=name, base_url=server.base_url, api_key="test", max_retries=0, timeout=5)
+def chat(server: FakeOpenAIServer, name: str, **fields: Any) -> ChatOpenAI:
+    # the tokenizer ChatOpenAI counts prompt tokens with (it knows none for these model names)
+    fields.setdefault("tiktoken_model_name", "gpt-4o-mini")
+    return ChatOpenAI(model=name, base_url=server.base_url, api_key="test", max_retries=0, timeout=5, **fields)
 
 
 def lc_router(server: FakeOpenAIServer, first: str) -> ConfidenceRouter:
     return ConfidenceRouter(models={first: chat(server, first), "large": chat(server, "large")},
                             config=block(first))
+
+
+def lc_prompt(server: FakeOpenAIServer) -> int:
+    """The tier's own count of the prompt "Explain." (ChatOpenAI: tiktoken)."""
+    return chat(server, "doomed").get_num_tokens_from_messages([HumanMessage("Explain.")])
 
 
 def lc_trace(message: Any) -> RequestTrace:
@@ -125,7 +168,7 @@ def test_langchain_invoke_aborts_at_the_configured_token(server: FakeOpenAIServe
     recorder = TokenRecorder()
     answer = lc_router(server, "doomed").invoke("Explain.", {"callbacks": [recorder]})
     assert answer.content == LARGE_ANSWER
-    check_aborted(lc_trace(answer), server, before)
+    check_aborted(lc_trace(answer), server, before, lc_prompt(server))
     assert not any("word" in t for t in recorder.tokens)  # the hidden stream's tokens reached no callback
     assert recorder.errors == ["GeneratorExit"]  # the tier's own run is closed as cut off
     assert recorder.ended == [LARGE_ANSWER]
@@ -182,11 +225,34 @@ def test_langchain_a_gated_tool_call_is_returned_whole(server: FakeOpenAIServer)
     assert [(c["name"], c["args"]) for c in answer.tool_calls] == [("lookup", {"q": "a q"})]
 
 
+def test_langchain_budget_counts_the_aborted_attempt(server: FakeOpenAIServer) -> None:
+    router = ConfidenceRouter(models={m: chat(server, m) for m in ("meh", "doomed", "large")}, config=budget_block())
+    answer = router.invoke("Explain.")
+    assert answer.content == "maybe"
+    check_budget_stopped(lc_trace(answer))
+
+
+def test_langchain_prompt_sized_by_characters_without_a_counter(server: FakeOpenAIServer,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    # without tiktoken_model_name ChatOpenAI cannot count for the name "doomed": the documented fallback
+    router = ConfidenceRouter(models={"doomed": chat(server, "doomed", tiktoken_model_name=None),
+                                     "large": chat(server, "large")}, config=block("doomed"))
+    for _ in range(2):
+        first = lc_trace(router.invoke("Explain this, please.")).attempts[0]
+        assert first.aborted_at_token == AFTER and first.tokens_in_estimated
+        assert first.tokens_in == by_characters([HumanMessage("Explain this, please.")]) == 6 + 4
+        assert first.cost_usd == pytest.approx(IN_PRICE * 10 + OUT_PRICE * AFTER)
+    # the failing counter was asked once, then skipped, and said why
+    assert next(r.getMessage() for r in caplog.records if "cannot count" in r.getMessage()).startswith(
+        "confidence router: doomed cannot count prompt tokens")
+    assert sum("cannot count" in r.getMessage() for r in caplog.records) == 1
+
+
 async def test_langchain_ainvoke_aborts(server: FakeOpenAIServer) -> None:
     before = len(server.streams)
     answer = await lc_router(server, "doomed").ainvoke("Explain.")
     assert answer.content == LARGE_ANSWER
-    await asyncio.to_thread(check_aborted, lc_trace(answer), server, before)
+    await asyncio.to_thread(check_aborted, lc_trace(answer), server, before, lc_prompt(server))
 
 
 async def test_langchain_ainvoke_never_aborts_a_confident_answer(server: FakeOpenAIServer) -> None:
@@ -200,7 +266,7 @@ def test_langchain_stream_shows_only_the_final_answer(server: FakeOpenAIServer) 
     recorder = TokenRecorder()
     chunks = list(lc_router(server, "doomed").stream("Explain.", {"callbacks": [recorder]}))
     assert "".join(c.text for c in chunks) == LARGE_ANSWER
-    check_aborted(lc_trace(chunks[-1]), server, before)
+    check_aborted(lc_trace(chunks[-1]), server, before, lc_prompt(server))
     assert "".join(recorder.tokens) .count("word") == 0 and "large" in "".join(recorder.tokens)
 
 
@@ -208,7 +274,7 @@ async def test_langchain_astream_aborts(server: FakeOpenAIServer) -> None:
     before = len(server.streams)
     chunks = [c async for c in lc_router(server, "doomed").astream("Explain.")]
     assert "".join(c.text for c in chunks) == LARGE_ANSWER
-    await asyncio.to_thread(check_aborted, lc_trace(chunks[-1]), server, before)
+    await asyncio.to_thread(check_aborted, lc_trace(chunks[-1]), server, before, lc_prompt(server))
 
 
 async def test_langchain_astream_events_carry_no_hidden_token(server: FakeOpenAIServer) -> None:
@@ -225,10 +291,12 @@ def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
     register()
     tiers = [{"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_base": server.base_url,
                                                      "api_key": "test", "num_retries": 0}}
-             for name in ("doomed", "sure", "large", "tool")]
+             for name in ("doomed", "sure", "large", "tool", "meh")]
     cascades = [{"model_name": f"abort-{first}", "litellm_params": {"model": f"confidence/abort-{first}",
                                                                     "cascade": block(first)}}
                 for first in ("doomed", "sure", "tool")]
+    cascades.append({"model_name": "abort-budget", "litellm_params": {"model": "confidence/abort-budget",
+                                                                      "cascade": budget_block()}})
     r = litellm.Router(model_list=tiers + cascades)
     register(r)
     yield r
@@ -239,15 +307,21 @@ def ask() -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Explain. [id:{uuid.uuid4().hex[:10]}]"}]
 
 
+def lite_prompt(messages: list[dict[str, str]]) -> int:
+    """LiteLLM's count of the prompt for the tier's deployment model."""
+    return litellm.token_counter(model="openai/doomed", messages=messages)
+
+
 def lite_trace(trace: dict[str, Any]) -> RequestTrace:
     return RequestTrace.model_validate(trace)
 
 
 def test_litellm_completion_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:
     before = len(server.streams)
-    response = router.completion(model="abort-doomed", messages=ask())
+    messages = ask()
+    response = router.completion(model="abort-doomed", messages=messages)
     assert response.choices[0].message.content == LARGE_ANSWER
-    check_aborted(lite_trace(response._hidden_params[TRACE_KEY]), server, before)
+    check_aborted(lite_trace(response._hidden_params[TRACE_KEY]), server, before, lite_prompt(messages))
 
 
 def test_litellm_completion_never_aborts_a_confident_answer(router: litellm.Router,
@@ -260,9 +334,17 @@ def test_litellm_completion_never_aborts_a_confident_answer(router: litellm.Rout
 
 async def test_litellm_acompletion_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:
     before = len(server.streams)
-    response = await router.acompletion(model="abort-doomed", messages=ask())
+    messages = ask()
+    response = await router.acompletion(model="abort-doomed", messages=messages)
     assert response.choices[0].message.content == LARGE_ANSWER
-    await asyncio.to_thread(check_aborted, lite_trace(response._hidden_params[TRACE_KEY]), server, before)
+    await asyncio.to_thread(check_aborted, lite_trace(response._hidden_params[TRACE_KEY]), server, before,
+                            lite_prompt(messages))
+
+
+def test_litellm_budget_counts_the_aborted_attempt(router: litellm.Router) -> None:
+    response = router.completion(model="abort-budget", messages=ask())
+    assert response.choices[0].message.content == "maybe"
+    check_budget_stopped(lite_trace(response._hidden_params[TRACE_KEY]))
 
 
 def test_litellm_hidden_stream_cut_by_the_server_is_a_skipped_error(router: litellm.Router) -> None:
@@ -288,21 +370,23 @@ def test_litellm_a_gated_tool_call_is_returned_whole(router: litellm.Router) -> 
 
 def test_litellm_stream_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:
     before = len(server.streams)
-    chunks = list(router.completion(model="abort-doomed", messages=ask(), stream=True))
+    messages = ask()
+    chunks = list(router.completion(model="abort-doomed", messages=messages, stream=True))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == LARGE_ANSWER
     trace = next(c._hidden_params[TRACE_KEY] for c in reversed(chunks) if TRACE_KEY in c._hidden_params)
-    check_aborted(lite_trace(trace), server, before)
+    check_aborted(lite_trace(trace), server, before, lite_prompt(messages))
 
 
 async def test_litellm_astream_aborts(router: litellm.Router, server: FakeOpenAIServer) -> None:
     before = len(server.streams)
-    response = await router.acompletion(model="abort-doomed", messages=ask(), stream=True)
+    messages = ask()
+    response = await router.acompletion(model="abort-doomed", messages=messages, stream=True)
     chunks = [c async for c in response]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == LARGE_ANSWER
     trace = next(c._hidden_params[TRACE_KEY] for c in reversed(chunks) if TRACE_KEY in c._hidden_params)
-    await asyncio.to_thread(check_aborted, lite_trace(trace), server, before)
+    await asyncio.to_thread(check_aborted, lite_trace(trace), server, before, lite_prompt(messages))
 
 
 # ---------------------------------------------------------------------------- the example

@@ -56,6 +56,7 @@ ADAPTER_SPECIFIC: dict[str, str] = {
     "cost_usd": "follows the token counts",
     "total_cost_usd": "follows the token counts",
     "cost_complete": "follows the token counts",
+    "tokens_in_estimated": "an adapter counts a cut stream's prompt itself; replay reads the recorded usage",
 }
 #: Faults whose error kind depends on the client library: LiteLLM reports a malformed body as a 500.
 TRANSPORT_FAULTS = frozenset({"malformed"})

@@ -91,6 +91,8 @@ class TierResult:
     tool_calls: list[Any] | None = None
     ttft_ms: float | None = None
     streamed: bool = False
+    #: ``tokens_in`` was counted from the prompt by the adapter (a cut stream reports no usage)
+    tokens_in_estimated: bool = False
     samples: list[TierResult] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -256,10 +258,12 @@ class CascadePolicy:
     def on_aborted(self, call: TierCall, partial: TierResult, latency_ms: float | None,
                    tracker: AbortTracker) -> Action:
         """Record an attempt the early-abort rule cut off and escalate. ``partial`` holds what was received
-        (``tokens_out``: the tokens paid for). The partial answer is never returned, not even as a fallback."""
+        (``tokens_out``: the tokens paid for; ``tokens_in``: the adapter's estimate from the prompt, when it
+        could make one, flagged ``tokens_in_estimated``). The partial answer is never returned, not even as a
+        fallback."""
         attempt = self._attempt(call, latency_ms, partial)
         if partial.cost_usd is None and partial.tokens_in is None and call.tier.spec.input_cost_per_token:
-            attempt.cost_usd = None  # a cancelled stream reports no prompt usage: the cost is not known
+            attempt.cost_usd = None  # no prompt usage and no estimate of it: the cost is not known
         attempt.aborted_at_token = tracker.fired_at
         attempt.has_logprobs = True
         self._score(attempt, call.tier, tracker.prefix(), call.tier.token_filter)
@@ -449,6 +453,7 @@ class CascadePolicy:
                 self.trace.calibrations[tier.name] = attempt.calibration
         if result is not None:
             attempt.tokens_in = result.tokens_in
+            attempt.tokens_in_estimated = result.tokens_in_estimated and result.tokens_in is not None
             attempt.tokens_out = result.tokens_out
             attempt.cost_usd = result.cost_usd if result.cost_usd is not None else tier.cost(
                 result.tokens_in, result.tokens_out

@@ -52,6 +52,8 @@ class AttemptTrace(BaseModel):
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost_usd: float | None = None
+    tokens_in_estimated: bool = Field(
+        False, description="tokens_in was counted from the prompt (a cut stream reports no usage), not billed usage")
     streamed: bool = False
     aborted_at_token: int | None = Field(None, description="early abort: tokens received when the rule fired")
     n_samples: int | None = Field(None, description="consistency: samples drawn")

@@ -70,6 +70,7 @@ from ._messages import (
     tier_result,
 )
 from ._tiers import Binding, TierModels, prepare_tiers, prepare_variant, takes_request_timeout
+from ._usage import estimate_prompt_tokens
 from .callbacks import ATTEMPT_EVENT, TRACE_EVENT, annotate_run
 
 #: Tag LangGraph's ``stream_mode="messages"`` uses to skip a chat model run's tokens.
@@ -149,6 +150,7 @@ class ConfidenceRouter(BaseChatModel):
     _tiers: dict[str, TierModels] = PrivateAttr()
     _structured: bool = PrivateAttr(False)
     _variants: dict[tuple[Any, ...], Any] = PrivateAttr(default_factory=dict)
+    _uncounted: set[str] = PrivateAttr(default_factory=set)  # tiers whose token counter failed
 
     # ------------------------------------------------------------------ construction
 
@@ -762,6 +764,7 @@ class _Gated:
         self.acc = StreamAccumulator()
         self.chunks: list[AIMessageChunk] = []
         self.tool_call = False
+        self.messages: list[BaseMessage] | None = None  # as sent, to estimate the prompt's tokens
 
     @classmethod
     def make(cls, router: ConfidenceRouter, req: _Request, call: TierCall) -> Any:
@@ -776,7 +779,8 @@ class _Gated:
         model = self.router._tiers[self.call.tier.name].live  # the quiet copy never streams
         config = patch_config(self.req.runs[self.call.attempt].config, callbacks=self.callbacks)
         config["run_id"] = self.req.runs[self.call.attempt].model_run_id
-        return model, _messages_for(self.req, self.call), config, self.router._kwargs_for(self.req, self.call, model)
+        self.messages = _messages_for(self.req, self.call)
+        return model, self.messages, config, self.router._kwargs_for(self.req, self.call, model)
 
     def add(self, chunk: AIMessageChunk) -> list[Any] | None:
         if not isinstance(chunk, AIMessageChunk):  # a model that cannot stream answers whole through stream()
@@ -796,6 +800,11 @@ class _Gated:
         result.streamed = False  # hidden: nothing of it reached the caller
         result.ttft_ms = None  # nor did a first token
         result.tool_calls = list(merged.tool_calls) or None
+        if result.tokens_in is None and self.messages is not None:  # a cut stream reports no usage
+            name = self.call.tier.name
+            result.tokens_in = estimate_prompt_tokens(self.router._tiers[name].plain, self.messages, name,
+                                                      self.router._uncounted)
+            result.tokens_in_estimated = True
         return result
 
 
