@@ -42,6 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "examples" / "monitoring"
 PRICES = {"small": (1e-7, 4e-7), "large": (2.5e-6, 1e-5)}
 
+LONG = " ".join(f"word{i}" for i in range(60))  # "doomed" writes it slowly, every token unlikely
+AFTER = 4
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -65,7 +68,8 @@ def scrape(port: int) -> Samples:
 def server() -> Iterator[FakeOpenAIServer]:
     models = {"small": ModelBehaviour(confident_on_hard=False),
               "large": ModelBehaviour(confident_on_hard=True),
-              "unsure": ModelBehaviour(confident_on_hard=False, low_logprob=-1.0)}
+              "unsure": ModelBehaviour(confident_on_hard=False, low_logprob=-1.0),
+              "doomed": ModelBehaviour(answer=LONG, token_logprobs=[-3.0], token_delay_s=0.005)}
     with FakeOpenAIServer(models) as s:
         yield s
 
@@ -86,6 +90,13 @@ def router(server: FakeOpenAIServer, cfg: dict[str, Any], traces: list[RequestTr
     if traces is not None:  # the real traces, to compute what the series must say
         r.cascade.add_observer(lambda trace, *_: traces.append(trace))
     return r
+
+
+def abort_config(name: str, **extra: Any) -> dict[str, Any]:
+    """"doomed" first, cut by early abort at token AFTER, then "large"."""
+    cfg = config(name, tiers=("doomed", "large"), **extra)
+    cfg["models"][0]["early_abort"] = {"after_tokens": AFTER, "below": 0.5}
+    return cfg
 
 
 def expected_always_largest(trace: RequestTrace) -> float:
@@ -154,6 +165,36 @@ def test_decision_time_leaves_out_the_upstream_calls() -> None:
     assert value(got, "confidence_router_decision_seconds_count", router="lc-latency") == 2
     assert decided == pytest.approx(total_s - upstream_s, abs=1e-9)
     assert decided < 0.3  # had the upstream time counted, this would be above 0.9 s
+
+
+def test_early_aborts_and_the_tokens_paid_for_them_are_counted(server: FakeOpenAIServer) -> None:
+    cfg = abort_config("lc-abort")
+    del cfg["metrics"]
+    registry = CollectorRegistry()
+    traces: list[RequestTrace] = []
+    r = router(server, cfg, traces)
+    r.cascade.add_observer(metrics_observer(r.config, name="lc-abort", metrics=RouterMetrics(registry)))
+    r.invoke("Explain.")
+    r.invoke("Explain again.")
+    got = parse(generate_latest(registry).decode())
+    lc = {"router": "lc-abort"}
+    cut = [a for t in traces for a in t.attempts if a.aborted_at_token is not None]
+    assert [(a.model, a.tokens_out) for a in cut] == [("doomed", AFTER)] * 2
+    assert value(got, "confidence_router_early_aborts_total", **lc, model="doomed") == 2
+    assert value(got, "confidence_router_early_aborts_total", **lc, model="large") == 0
+    assert value(got, "confidence_router_aborted_tokens_total", **lc, model="doomed") == 2 * AFTER
+    assert value(got, "confidence_router_escalations_total", **lc, model="doomed") == 2
+    # the cut attempts are priced (prompt counted, tokens received) and their spend is exported
+    assert all(a.cost_usd and a.tokens_in_estimated for a in cut)
+    assert value(got, "confidence_router_cost_usd_total", **lc, model="doomed") == pytest.approx(
+        sum(a.cost_usd for a in cut))
+    # decision time leaves the cut attempts' streaming time out, as any tier call's
+    total_s = sum(t.total_latency_ms or 0.0 for t in traces) / 1000
+    upstream_s = sum(a.latency_ms or 0.0 for t in traces for a in t.attempts) / 1000
+    cut_s = sum(a.latency_ms for a in cut) / 1000
+    assert cut_s >= 2 * AFTER * 0.005  # each cut stream took at least its 4 slow tokens
+    assert value(got, "confidence_router_decision_seconds_sum", **lc) == pytest.approx(total_s - upstream_s,
+                                                                                        abs=1e-9)
 
 
 def test_human_queue_depth_is_read_from_the_store_in_the_background(
@@ -453,6 +494,7 @@ def test_every_series_in_the_alert_rules_and_the_dashboard_is_exported(
     r = router(server, cfg)
     r.invoke("[hard] needs a person")
     r.invoke("easy")
+    router(server, abort_config("lc-rules-abort")).invoke("Explain.")  # the early-abort series
     assert flush_all(10)
     assert wait_for(lambda: value(parse(generate_latest(REGISTRY).decode()),
                                   "confidence_router_human_queue_depth", route="human_assisted") >= 1)

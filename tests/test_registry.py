@@ -409,6 +409,30 @@ def test_unreachable_at_start_routes_to_humans_with_a_human_section_and_fails_wi
     assert gauges() == {"confidence_router_registry_version": 1.0, "confidence_router_registry_stale": 0.0}
 
 
+def test_an_idle_replicas_gauges_follow_the_poller(tmp_path: Path, name: str, server: FakeOpenAIServer) -> None:
+    """No request at all: a promotion and a registry outage still show on the replica's gauges."""
+    url, moved = str(tmp_path / "registry.db"), tmp_path / "elsewhere.db"
+    publish(url, name, tmp_path, 0.1, 0.95)  # v1 promoted, v2 approved
+    router = langchain_router(server, replica_config(url, name))
+    metrics = CollectorRegistry()
+    router.cascade.add_observer(MetricsObserver(RouterMetrics(metrics), name="idle"))
+
+    def gauges() -> dict[tuple[str, str], float]:
+        return {(s.name, s.labels["router"]): s.value
+                for family in text_string_to_metric_families(generate_latest(metrics).decode())
+                for s in family.samples if s.name.startswith("confidence_router_registry")}
+
+    assert gauges() == {("confidence_router_registry_version", "idle"): 1.0,
+                        ("confidence_router_registry_stale", "idle"): 0.0}
+    promote(url, name, 2)
+    assert wait_until(lambda: gauges()[("confidence_router_registry_version", "idle")] == 2.0, POLL_S + 5)
+    shutil.move(url, moved)
+    assert wait_until(lambda: gauges()[("confidence_router_registry_stale", "idle")] == 1.0, POLL_S + 5)
+    assert gauges()[("confidence_router_registry_version", "idle")] == 2.0  # the last known good one
+    shutil.move(moved, url)
+    assert wait_until(lambda: gauges()[("confidence_router_registry_stale", "idle")] == 0.0, POLL_S + 5)
+
+
 def test_a_version_this_configuration_cannot_use_keeps_the_last_good_one(tmp_path: Path, name: str) -> None:
     url = str(tmp_path / "registry.db")
     publish(url, name, tmp_path, 0.1)

@@ -121,6 +121,20 @@ class Cascade:
                 logger.error("threshold registry %s: %s", state.name, exc)
         self.tiers, self.config_hash = live.tiers, live.config_hash
         self._live = live
+        for observer in self.observers:
+            self._tell_registry_status(observer)
+
+    def _tell_registry_status(self, observer: Observer) -> None:
+        """An observer with ``on_registry_status(status)`` (the metrics gauges) hears each change of the version
+        in force as it happens, not only when a request ends: an idle replica's staleness shows too."""
+        hook = getattr(observer, "on_registry_status", None)
+        status = self._live.registry
+        if hook is None or status is None:
+            return
+        try:
+            hook(status)
+        except Exception:
+            logger.exception("observer %r failed on a threshold-registry status", observer)
 
     @property
     def registry_status(self) -> Mapping[str, Any] | None:
@@ -130,6 +144,7 @@ class Cascade:
     def add_observer(self, observer: Observer) -> None:
         """Call ``observer(trace, request_text, answer_text)`` when each request ends."""
         self.observers.append(observer)
+        self._tell_registry_status(observer)
 
     def policy(
         self,

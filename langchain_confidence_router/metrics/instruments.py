@@ -37,6 +37,13 @@ class RouterMetrics:
             ["router", "model"], buckets=CONFIDENCE_BUCKETS, registry=reg)
         self.cost = Counter(
             "confidence_router_cost_usd", "Spend on tier calls in USD, by model", ["router", "model"], registry=reg)
+        self.early_aborts = Counter(
+            "confidence_router_early_aborts", "Attempts cut by the early-abort rule, by the model that was cut",
+            ["router", "model"], registry=reg)
+        self.aborted_tokens = Counter(
+            "confidence_router_aborted_tokens",
+            "Output tokens received (and paid for) by attempts cut by early abort, by model",
+            ["router", "model"], registry=reg)
         self.always_largest_cost = Counter(
             "confidence_router_always_largest_cost_usd",
             "Estimated spend in USD had the largest tier answered each compared request alone",
@@ -54,11 +61,12 @@ class RouterMetrics:
             ["route"], registry=reg, multiprocess_mode="max")
         self.registry_version = Gauge(
             "confidence_router_registry_version",
-            "Threshold-registry version in force as of the last request (0: none loaded yet, requests held)",
+            "Threshold-registry version in force, as the registry poller last applied it (0: none loaded yet, "
+            "requests held)",
             ["router", "name"], registry=reg, multiprocess_mode="min")
         self.registry_stale = Gauge(
             "confidence_router_registry_stale",
-            "1 when the last request ran on a last-known-good version because the registry could not be read",
+            "1 while a last-known-good version is in force because the registry could not be read or applied",
             ["router", "name"], registry=reg, multiprocess_mode="max")
         self.queue_poll_errors = Counter(
             "confidence_router_human_queue_poll_errors", "Failed reads of the human queue depth", registry=reg)

@@ -8,16 +8,24 @@ What each request adds:
 
 * ``requests_total{router, route, outcome, model}``: the answering model (``none`` when no model
   answered, e.g. a person answers without a draft or the request failed);
-* ``escalations_total{router, model}``: each answer judged not confident enough, by its model;
+* ``escalations_total{router, model}``: each answer judged not confident enough, by its model
+  (an attempt cut by early abort included);
+* ``early_aborts_total{router, model}`` and ``aborted_tokens_total{router, model}``: attempts cut by
+  the early-abort rule and the output tokens they received (and were billed for); the tokens they
+  would have written had they finished are not knowable;
 * ``confidence{router, model}``: the confidence of each scored answer;
 * ``cost_usd_total{router, model}``: each tier call's cost;
 * ``always_largest_cost_usd_total{router}`` and ``compared_cost_usd_total{router}``: for a request
   whose cost is complete and that a model answered, the estimated cost had the largest tier
   answered it alone (the request's prompt tokens and answer tokens at the largest tier's price),
   and what it actually cost; cost saved is their difference;
-* ``decision_seconds{router}``: total time minus the time inside tier calls;
+* ``decision_seconds{router}``: total time minus the time inside tier calls (a cut attempt's call lasts
+  from opening its stream to closing it, the abort rule's checks between chunks included);
 * ``registry_version{router, name}`` and ``registry_stale{router, name}``: the threshold-registry
-  version the request ran on (0 while none is loaded) and whether it was a stale last-known-good one.
+  version in force (0 while none is loaded) and whether it is a stale last-known-good one. The
+  cascade pushes each change from the registry poller (:meth:`MetricsObserver.on_registry_status`),
+  so an idle replica's gauges move too: for ``metrics.name`` from start-up, for a LiteLLM model group
+  (the label without a name) from its first request on.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ class MetricsObserver:
         self.largest = largest
         self._names: set[str] = set()
         self._lock = threading.Lock()
+        self._registry: dict[str, Mapping[str, Any]] = {}  # registry name -> the status in force
+        self._registry_routers: dict[str, set[str]] = {}  # registry name -> router labels exported for it
 
     def __call__(self, trace: RequestTrace, request_text: str, answer_text: str | None) -> None:
         m = self.metrics
@@ -105,17 +115,45 @@ class MetricsObserver:
                 m.confidence.labels(router, attempt.model).observe(attempt.confidence)
             if attempt.decision == "escalate":
                 m.escalations.labels(router, attempt.model).inc()
+            if attempt.aborted_at_token is not None:
+                m.early_aborts.labels(router, attempt.model).inc()
+                m.aborted_tokens.labels(router, attempt.model).inc(attempt.tokens_out or 0)
         if trace.total_latency_ms is not None:
             # tier calls run one after another today; with overlapping calls this would undercount, hence max(0)
             m.decision_seconds.labels(router).observe(max(0.0, trace.total_latency_ms - upstream_ms) / 1000.0)
         registry = trace.registry
         if registry is not None and registry.get("name"):
-            m.registry_version.labels(router, registry["name"]).set(registry.get("version") or 0)
-            m.registry_stale.labels(router, registry["name"]).set(1 if registry.get("stale") else 0)
+            self._registry_seen(router, registry)
         estimate = self.always_largest_cost(trace)
         if estimate is not None:
             m.always_largest_cost.labels(router).inc(estimate)
             m.compared_cost.labels(router).inc(trace.total_cost_usd)
+
+    def on_registry_status(self, status: Mapping[str, Any]) -> None:
+        """The cascade's registry status changed (the poller's thread): set the gauges of every router label
+        exported for that name, so a replica that serves no request still shows a promotion or staleness."""
+        name = status.get("name")
+        if not name:
+            return
+        with self._lock:  # gauges set under the lock: a request's older status cannot land after this one
+            self._registry[name] = status
+            routers = self._registry_routers.setdefault(name, set())
+            if self.name:
+                routers.add(self.name)
+            for router in routers:
+                self._set_registry(router, status)
+
+    def _registry_seen(self, router: str, status: Mapping[str, Any]) -> None:
+        """A request ran on ``status``: export its router label from now on, with the newest status known
+        (a request that started before a promotion must not set the gauge back)."""
+        name = status["name"]
+        with self._lock:
+            self._registry_routers.setdefault(name, set()).add(router)  # router labels are bounded (_router)
+            self._set_registry(router, self._registry.get(name, status))
+
+    def _set_registry(self, router: str, status: Mapping[str, Any]) -> None:
+        self.metrics.registry_version.labels(router, status["name"]).set(status.get("version") or 0)
+        self.metrics.registry_stale.labels(router, status["name"]).set(1 if status.get("stale") else 0)
 
     def always_largest_cost(self, trace: RequestTrace) -> float | None:
         """Estimated cost of ``trace``'s request had the largest tier answered it alone, or ``None``.
