@@ -234,25 +234,35 @@ class HiddenStream:
         result.raw = self._response(result)
         result.tool_calls = list(result.raw.choices[0].message.tool_calls or []) or None
         if result.tokens_in is None:
-            result.tokens_in = self._prompt_tokens()
+            params = self._deployment_params()
+            result.tokens_in = self._prompt_tokens(params)
             result.tokens_in_estimated = result.tokens_in is not None
+            if result.tokens_in is not None and self._cost is None:
+                self._cost = _listed_cost(params, result.tokens_in, result.tokens_out or 0)
         if result.tokens_in is not None:
             result.cost_usd = attempt_cost(self._cost, self.call.tier, result.tokens_in, result.tokens_out)
         return result
 
-    def _prompt_tokens(self) -> int | None:
-        """The prompt's tokens by LiteLLM's tokenizer for the tier's deployment model (its default encoding for
-        a model it does not know), tools included; None when they cannot be counted."""
+    def _deployment_params(self) -> dict[str, Any]:
+        """The ``litellm_params`` of the tier's (first) deployment: its model and any prices set on it."""
+        try:
+            deployments = self.ctx.router.get_model_list(model_name=self.call.tier.name) or []
+            return dict(deployments[0].get("litellm_params") or {}) if deployments else {}
+        except Exception:
+            return {}
+
+    def _prompt_tokens(self, params: dict[str, Any]) -> int | None:
+        """The prompt's tokens by LiteLLM's tokenizer for the deployment's model (its default encoding for a
+        model it does not know), tools included; None when they cannot be counted."""
         if self._sent is None:
             return None
         import litellm
 
         try:
-            deployments = self.ctx.router.get_model_list(model_name=self.call.tier.name) or []
-            model = deployments[0]["litellm_params"]["model"] if deployments else self.call.tier.name
             # no image is fetched to size it: this runs between two tier calls
-            return int(litellm.token_counter(model=model, messages=self._sent["messages"],
-                                             tools=self._sent.get("tools"), use_default_image_token_count=True))
+            return int(litellm.token_counter(model=params.get("model") or self.call.tier.name,
+                                             messages=self._sent["messages"], tools=self._sent.get("tools"),
+                                             use_default_image_token_count=True))
         except Exception:  # an unusual message shape: the cost stays unknown, as without the estimate
             return None
 
@@ -274,6 +284,21 @@ class HiddenStream:
         logprobs = ChoiceLogprobs(content=self.acc.logprob_entries) if self.acc.saw_logprobs else None
         choice = Choices(index=0, finish_reason=self._finish_reason or "stop", message=message, logprobs=logprobs)
         return ModelResponse(model=self._model or self.call.tier.name, choices=[choice])
+
+
+def _listed_cost(params: dict[str, Any], tokens_in: int, tokens_out: int) -> float | None:
+    """LiteLLM's price of these tokens on a deployment: prices set on the deployment, else the cost map's for its
+    model; None for a model it has no price for (the configuration's prices apply)."""
+    import litellm
+
+    custom = {k: params[k] for k in ("input_cost_per_token", "output_cost_per_token") if params.get(k) is not None}
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=params.get("model") or "", prompt_tokens=tokens_in, completion_tokens=tokens_out,
+            custom_cost_per_token=custom if len(custom) == 2 else None)  # type: ignore[arg-type]
+    except Exception:  # not in the cost map
+        return None
+    return float(prompt + completion)
 
 
 class _SyncHidden(HiddenStream):

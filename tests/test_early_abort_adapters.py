@@ -43,6 +43,7 @@ def server() -> Iterator[FakeOpenAIServer]:
               "sure": ModelBehaviour(answer=LONG, token_delay_s=0.001),
               "large": ModelBehaviour(),
               "meh": ModelBehaviour(answer="maybe", token_logprobs=[-3.0]),
+              "gpt-4o-mini": ModelBehaviour(answer=LONG, token_logprobs=[-3.0], token_delay_s=0.01),
               "tool": ModelBehaviour(token_logprobs=[-3.0], token_delay_s=0.001)}
     # the scripted server answers a request with tools with a tool call (and no text), as models do
     with ScriptedOpenAIServer(models, timeout_sleep_s=1.0) as srv:
@@ -297,6 +298,13 @@ def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
                 for first in ("doomed", "sure", "tool")]
     cascades.append({"model_name": "abort-budget", "litellm_params": {"model": "confidence/abort-budget",
                                                                       "cascade": budget_block()}})
+    # a tier in LiteLLM's cost map, with no prices in the configuration
+    tiers.append({"model_name": "mini", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": server.base_url,
+                                                           "api_key": "test", "num_retries": 0}})
+    unpriced = block("mini")
+    del unpriced["models"][0]["input_cost_per_token"], unpriced["models"][0]["output_cost_per_token"]
+    cascades.append({"model_name": "abort-mini", "litellm_params": {"model": "confidence/abort-mini",
+                                                                    "cascade": unpriced}})
     r = litellm.Router(model_list=tiers + cascades)
     register(r)
     yield r
@@ -345,6 +353,16 @@ def test_litellm_budget_counts_the_aborted_attempt(router: litellm.Router) -> No
     response = router.completion(model="abort-budget", messages=ask())
     assert response.choices[0].message.content == "maybe"
     check_budget_stopped(lite_trace(response._hidden_params[TRACE_KEY]))
+
+
+def test_litellm_prices_a_cut_attempt_from_its_cost_map(router: litellm.Router) -> None:
+    messages = ask()
+    first = lite_trace(router.completion(model="abort-mini", messages=messages)._hidden_params[TRACE_KEY]).attempts[0]
+    prompt = litellm.token_counter(model="openai/gpt-4o-mini", messages=messages)
+    assert (first.model, first.aborted_at_token, first.tokens_in, first.tokens_in_estimated) == ("mini", AFTER,
+                                                                                                 prompt, True)
+    assert first.cost_usd == pytest.approx(sum(litellm.cost_per_token(
+        model="openai/gpt-4o-mini", prompt_tokens=prompt, completion_tokens=AFTER))) and first.cost_usd > 0
 
 
 def test_litellm_hidden_stream_cut_by_the_server_is_a_skipped_error(router: litellm.Router) -> None:
