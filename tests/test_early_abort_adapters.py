@@ -13,13 +13,14 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 
@@ -247,6 +248,25 @@ def test_langchain_prompt_sized_by_characters_without_a_counter(server: FakeOpen
     assert next(r.getMessage() for r in caplog.records if "cannot count" in r.getMessage()).startswith(
         "confidence router: doomed cannot count prompt tokens")
     assert sum("cannot count" in r.getMessage() for r in caplog.records) == 1
+
+
+class RemoteCounting(ChatOpenAI):
+    """A chat model whose token count is a provider API call (as ChatAnthropic's), and no tokenizer of its own."""
+
+    counted: ClassVar[int] = 0
+    get_token_ids = BaseLanguageModel.get_token_ids  # no tokenizer: ChatOpenAI's tiktoken one is undone
+
+    def get_num_tokens_from_messages(self, messages: list[Any], tools: Any = None) -> int:
+        RemoteCounting.counted += 1
+        return 1000
+
+
+def test_langchain_never_calls_an_api_to_count_between_tiers(server: FakeOpenAIServer) -> None:
+    doomed = RemoteCounting(model="doomed", base_url=server.base_url, api_key="test", max_retries=0, timeout=5)
+    router = ConfidenceRouter(models={"doomed": doomed, "large": chat(server, "large")}, config=block("doomed"))
+    first = lc_trace(router.invoke("Explain.")).attempts[0]
+    assert first.aborted_at_token == AFTER and RemoteCounting.counted == 0
+    assert (first.tokens_in, first.tokens_in_estimated) == (by_characters([HumanMessage("Explain.")]), True)
 
 
 async def test_langchain_ainvoke_aborts(server: FakeOpenAIServer) -> None:

@@ -1,11 +1,13 @@
 """Estimate a prompt's tokens when the provider reports none (an early-aborted stream is cut before its usage).
 
-The tier's own counter comes first: a chat model that overrides ``get_num_tokens_from_messages`` or
-``get_token_ids`` (ChatOpenAI counts with tiktoken, ChatAnthropic asks its API) or was given
-``custom_get_token_ids``. LangChain's generic counter is not used: it loads a GPT-2 tokenizer from the
-network. Without a counter of its own, or when it fails, the prompt is sized by the usual rule of thumb
-for English text: one token per :data:`CHARS_PER_TOKEN` characters, plus :data:`TOKENS_PER_MESSAGE` per
-message for the role and separators. Either way the trace marks ``tokens_in_estimated``.
+The count runs between the cut attempt and the next tier's call, so only a local tokenizer is used: the
+tier's ``get_num_tokens_from_messages`` when the model has a tokenizer of its own (it overrides
+``get_token_ids``, as ChatOpenAI does with tiktoken, or was given ``custom_get_token_ids``). Counters that
+only override ``get_num_tokens_from_messages`` often ask the provider's API (ChatAnthropic does), a round
+trip that would delay the escalation; LangChain's generic counter loads a GPT-2 tokenizer from the network.
+Otherwise, or when the counter fails, the prompt is sized by the usual rule of thumb for English text: one
+token per :data:`CHARS_PER_TOKEN` characters, plus :data:`TOKENS_PER_MESSAGE` per message for the role and
+separators. Either way the trace marks ``tokens_in_estimated``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def estimate_prompt_tokens(model: Any, messages: Sequence[BaseMessage], name: st
     again, so a counter that needs the network delays at most one request of that tier.
     """
     chat = _chat_model(model)
-    if chat is not None and name not in failed and has_own_counter(chat):
+    if chat is not None and name not in failed and has_local_tokenizer(chat):
         try:
             return int(chat.get_num_tokens_from_messages(list(messages)))
         except Exception as exc:  # the fallback below still prices the attempt
@@ -48,12 +50,10 @@ def by_characters(messages: Sequence[BaseMessage]) -> int:
     return sum(math.ceil(len(m.text) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE for m in messages)
 
 
-def has_own_counter(chat: BaseChatModel) -> bool:
-    """Whether the model counts tokens its own way rather than with LangChain's downloaded GPT-2 tokenizer."""
-    cls = type(chat)
+def has_local_tokenizer(chat: BaseChatModel) -> bool:
+    """Whether the model tokenizes text itself (not with LangChain's downloaded GPT-2 tokenizer, nor an API)."""
     return (getattr(chat, "custom_get_token_ids", None) is not None
-            or cls.get_num_tokens_from_messages is not BaseLanguageModel.get_num_tokens_from_messages
-            or cls.get_token_ids is not BaseLanguageModel.get_token_ids)
+            or type(chat).get_token_ids is not BaseLanguageModel.get_token_ids)
 
 
 def _chat_model(model: Any) -> BaseChatModel | None:
