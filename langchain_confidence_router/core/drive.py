@@ -9,6 +9,10 @@ An adapter supplies only its I/O, as an :class:`AttemptIO` (sync) or :class:`Asy
   that opens the upstream stream and turns its chunks into what the user sees; ``None`` to call it whole;
 * ``begin(call)`` / ``end(step)``: hooks around each attempt (LangChain opens and closes its runs there).
 
+* before a clarifying question, the policy may ask for a claim on the conversation's count
+  (:class:`~.policy.ClarifyClaim`): :func:`claim` / :func:`aclaim` settle it, the async one in a worker
+  thread when the count is shared (a database or Redis round trip must not block the event loop).
+
 Because the loop, the timing, the timeout wording and the ``committed`` rule live here once, the
 LangChain router, the LiteLLM handler and offline replay cannot drift apart.
 """
@@ -173,6 +177,41 @@ async def astream_attempt(policy: CascadePolicy, call: TierCall, live: AsyncLive
     done.append(Step(call, policy.on_result(call, result, _ms(t0), committed=live.visible)))
 
 
+# ---------------------------------------------------------------------------- clarify claims
+
+
+def claim(policy: CascadePolicy) -> Action:
+    """Settle the policy's pending clarify claim in this thread (a sync caller may wait for it)."""
+    pending = policy.pending_claim
+    assert pending is not None
+    try:
+        granted: bool | BaseException = pending.state.claim(pending.key, pending.limit)
+    except Exception as exc:
+        granted = exc
+    return policy.on_claim(granted)
+
+
+async def aclaim(policy: CascadePolicy) -> Action:
+    """Settle the policy's pending clarify claim without blocking the event loop.
+
+    A state that does I/O runs in a worker thread, bounded by its ``timeout_s``: past it the request
+    escalates (the thread may still count the question later: one question fewer, never one more)."""
+    pending = policy.pending_claim
+    assert pending is not None
+    state = pending.state
+    try:
+        if state.blocking:
+            granted: bool | BaseException = await asyncio.wait_for(
+                asyncio.to_thread(state.claim, pending.key, pending.limit), state.timeout_s)
+        else:
+            granted = state.claim(pending.key, pending.limit)
+    except TimeoutError as exc:
+        granted = exc if str(exc) else TimeoutError(f"no answer within {state.timeout_s:g} s (human.clarify.timeout_s)")
+    except Exception as exc:
+        granted = exc
+    return policy.on_claim(granted)
+
+
 # ---------------------------------------------------------------------------- one request
 
 
@@ -180,6 +219,9 @@ def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish |
     """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action."""
     action: Action = policy.start()
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = claim(policy)
+            continue
         call = action.call
         io.begin(call)
         live = io.live(call)
@@ -194,6 +236,9 @@ def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     live attempt, and without a generator's overhead on this hot path."""
     action: Action = policy.start()
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = claim(policy)
+            continue
         call = action.call
         io.begin(call)
         t0 = time.perf_counter()  # attempt(), inlined: this loop is every blocking request's hot path
@@ -223,6 +268,9 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> A
     """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``."""
     action: Action = policy.start()
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = await aclaim(policy)
+            continue
         call = action.call
         await io.begin(call)
         live = io.live(call)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import RouterConfig, parse_config
 from .drive import AsyncCallFn, CallFn, acalls, arun, calls, finished, run
+from .human import CLARIFY_LEDGER, ClarifyState
 from .policy import CascadePolicy, Finish, Observer
 from .tiers import Tier, build_tiers
 
@@ -41,6 +42,7 @@ class Cascade:
     order_note: str
     config_hash: str
     observers: list[Observer] = field(default_factory=list)
+    clarify_state: ClarifyState = CLARIFY_LEDGER
 
     @classmethod
     def from_config(cls, config: RouterConfig | Mapping[str, Any] | str, names: Sequence[str] | None = None
@@ -51,7 +53,7 @@ class Cascade:
             config = load_config(config)
         cfg = parse_config(config) if not isinstance(config, RouterConfig) else config
         tiers, note = build_tiers(cfg, names)
-        return cls(cfg, tiers, note, cfg.config_hash(), observers_from_config(cfg))
+        return cls(cfg, tiers, note, cfg.config_hash(), observers_from_config(cfg), clarify_state_for(cfg))
 
     def add_observer(self, observer: Observer) -> None:
         """Call ``observer(trace, request_text, answer_text)`` when each request ends."""
@@ -82,6 +84,7 @@ class Cascade:
             conversation=conversation,
             user=user,
             clarify_count=clarify_count,
+            clarify_ledger=self.clarify_state,
             observers=self.observers,
         )
 
@@ -109,3 +112,29 @@ def register_observer_factory(factory: ObserverFactory) -> None:
 def observers_from_config(config: RouterConfig) -> list[Observer]:
     """The observers the registered factories build for ``config`` (opened once per cascade)."""
     return [obs for factory in _observer_factories for obs in factory(config)]
+
+
+ClarifyStateFactory = Callable[[RouterConfig], ClarifyState]
+_clarify_state_factories: dict[str, ClarifyStateFactory] = {}
+
+
+def register_clarify_state(kind: str, factory: ClarifyStateFactory) -> None:
+    """Let another package provide a shared clarify-once count for ``human.clarify.state: <kind>``.
+
+    The core keeps only the in-process ledger (``memory``); the human-operations package registers
+    ``store`` (SQL) and ``redis``, so the core imports neither SQLAlchemy nor redis.
+    """
+    _clarify_state_factories[kind] = factory
+
+
+def clarify_state_for(config: RouterConfig) -> ClarifyState:
+    """The clarify count a configuration asks for (the process-wide ledger unless it names a shared one)."""
+    human = config.human
+    kind = human.clarify.state if human is not None else "memory"
+    if kind == "memory" or human is None or not human.enabled or not human.clarify.enabled:
+        return CLARIFY_LEDGER
+    factory = _clarify_state_factories.get(kind)
+    if factory is None:
+        raise ValueError(f"human.clarify.state {kind!r} needs langchain_confidence_router.human.conversations "
+                         "imported (the package does it on import)")
+    return factory(config)
