@@ -29,9 +29,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, here and in the proxy
 
+from support.load import LoadResult, drive, proxy_config, start_proxy, start_upstream
+from support.postgres import postgres_server
 from support.proxy import stop
-from test_human_store import postgres_server
-from test_reliability_load import LoadResult, drive, proxy_config, start_proxy, start_upstream
 
 from langchain_confidence_router.human.store import open_store
 

@@ -8,22 +8,15 @@ through ``runuser``, because initdb refuses root. Install locally with
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import math
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.postgres import PostgresUnavailable, free_port, postgres_server
 
 from langchain_confidence_router.cli import main as cli_main
 from langchain_confidence_router.core.trace import AttemptTrace, RequestTrace
@@ -72,32 +65,6 @@ def make_trace(
 # ------------------------------------------------------------------------------------------ PostgreSQL
 
 
-def _pg_bindir() -> Path | None:
-    def version(d: str) -> float:
-        try:
-            return float(Path(d).parent.name)
-        except ValueError:
-            return 0.0
-
-    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
-        if Path(d, "initdb").exists() and Path(d, "pg_ctl").exists():
-            return Path(d)
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl:
-        return Path(initdb).resolve().parent
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PostgresUnavailable(RuntimeError):
-    """No PostgreSQL binaries, or no user to run them as."""
-
-
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A throwaway PostgreSQL server on 127.0.0.1 (trust auth, fsync off), stopped after the module."""
@@ -106,48 +73,6 @@ def pg_url() -> Iterator[str]:
             yield url
     except PostgresUnavailable as exc:
         pytest.skip(str(exc))
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str]:
-    """Start a throwaway PostgreSQL server (also used by benchmarks/bench_recording.py)."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise PostgresUnavailable("PostgreSQL binaries (initdb, pg_ctl) not found in /usr/lib/postgresql/*/bin or on "
-                                  "PATH; install with: apt-get update && apt-get install -y postgresql")
-    prefix: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        runuser = shutil.which("runuser")
-        for name in ("postgres", "nobody"):
-            with contextlib.suppress(KeyError):
-                owner = pwd.getpwnam(name)
-                break
-        if runuser is None or owner is None:
-            raise PostgresUnavailable("running as root without runuser or a postgres/nobody user to run PostgreSQL as")
-        prefix = [runuser, "-u", owner.pw_name, "--"]
-    tmp = Path(tempfile.mkdtemp(prefix="cr-pg-"))  # under /tmp, not pytest's root-only 0700 dir
-    if owner is not None:
-        os.chown(tmp, owner.pw_uid, owner.pw_gid)
-    data, port = tmp / "data", _free_port()
-
-    def run(*cmd: str) -> None:
-        done = subprocess.run([*prefix, *cmd], cwd=tmp, capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            log = (tmp / "log").read_text() if (tmp / "log").exists() else ""
-            raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr or done.stdout}\n{log}")
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-            "--no-locale", "--no-sync")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(tmp / "log"), "-w", "-t", "30", "-o",
-            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -F -c full_page_writes=off", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        if (data / "postmaster.pid").exists():
-            with contextlib.suppress(Exception):
-                run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -412,7 +337,7 @@ def test_open_store_urls_and_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store at"):
         open_store(tmp_path / "missing.db", create=False)
     with pytest.raises(StoreError, match="cannot open store") as err:
-        open_store(f"postgresql://someone:hunter2@127.0.0.1:{_free_port()}/db?connect_timeout=2")
+        open_store(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/db?connect_timeout=2")
     assert "hunter2" not in str(err.value)
     with open_store(":memory:") as mem:  # in-memory: one shared database across threads
         mem.record(make_trace())
