@@ -63,7 +63,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfidenceRouterError
@@ -318,6 +318,17 @@ class ReviewStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def _create(self) -> None:
+        for attempt in range(3):
+            try:
+                return self._create_tables()
+            except (OperationalError, IntegrityError) as exc:
+                # SQLite has no advisory lock: two processes opening a new file at once can both see no
+                # tables; the loser finds them on the next try
+                racing = "already exists" in str(exc) or "UNIQUE constraint" in str(exc)
+                if self.dialect != "sqlite" or not racing or attempt == 2:
+                    raise
+
+    def _create_tables(self) -> None:
         with self._begin() as conn:
             if self.dialect == "postgresql":  # several workers starting at once: create the tables once
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
