@@ -41,7 +41,7 @@ from ..core.engine import register_observer_factory
 from ..core.policy import Observer
 from ..core.trace import RequestTrace
 
-__all__ = ["RecordingWriter", "flush_all", "observers_for", "recording_stats", "writers_for"]
+__all__ = ["RecordingWriter", "flush_all", "observers_for", "process_stats", "recording_stats", "writers_for"]
 
 logger = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
@@ -125,6 +125,7 @@ class RecordingWriter:
         self._dropped_unreported = 0
         self._last_warn = 0.0
         self._closed = False
+        self._retired = False  # closed and its counts moved into the process totals
         self._thread = threading.Thread(target=self._run, name="confidence-router-recorder", daemon=True)
         self._thread.start()
         _open_writers.add(self)
@@ -156,6 +157,9 @@ class RecordingWriter:
             warn = now - self._last_warn >= LOG_EVERY_S
             if warn:
                 self._last_warn = now
+        if self._retired:
+            with _closed_lock:
+                _closed_totals["dropped"] = _closed_totals.get("dropped", 0) + 1
         reason = "closed" if self._closed else f"queue full ({self._queue.maxsize})"
         decision.trace.reasons.append(f"recording dropped: {reason}; not in the review store or audit log")
         if warn:
@@ -225,9 +229,14 @@ class RecordingWriter:
         if self._closed:
             return
         self._closed = True
-        _open_writers.discard(self)
         self._queue.put(None)  # the queue may be full: this waits for the writer to make room
         self._thread.join(self.flush_timeout_s if timeout_s is None else timeout_s)
+        _open_writers.discard(self)
+        with _closed_lock:  # the process totals keep what a closed writer counted (counters never go down)
+            for name, value in self.stats().items():
+                if name != "depth":
+                    _closed_totals[name] = _closed_totals.get(name, 0) + value
+            self._retired = True
         if self._thread.is_alive():
             left = self._queue.qsize()
             logger.error("recording: %d decision(s) still queued after %.1fs at shutdown; not written",
@@ -249,6 +258,20 @@ def _on_event_loop() -> bool:
 
 
 _open_writers: weakref.WeakSet[RecordingWriter] = weakref.WeakSet()
+_closed_totals: dict[str, int] = {}
+_closed_lock = threading.Lock()
+
+
+def process_stats() -> dict[str, int]:
+    """Counts of every writer this process opened (closed ones included) and the current queue depth:
+    what the metrics package exports as ``confidence_router_recording_*``."""
+    with _closed_lock:
+        totals = {name: _closed_totals.get(name, 0) for name in ("queued", "written", "dropped", "failed", "batches")}
+    totals["depth"] = 0
+    for writer in list(_open_writers):
+        for name, value in writer.stats().items():
+            totals[name] += value
+    return totals
 
 
 def flush_all(timeout_s: float | None = None) -> bool:
