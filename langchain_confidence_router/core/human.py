@@ -161,7 +161,8 @@ class RecordingSettings(_Strict):
 
     queue_size: int = Field(10_000, ge=1, description="decisions waiting to be written, at most")
     batch_size: int = Field(200, ge=1, description="decisions per store transaction / audit append")
-    batch_wait_s: float = Field(0.05, ge=0.0, le=5.0, description="longest wait to fill a batch")
+    batch_wait_s: float = Field(0.5, ge=0.0, le=5.0, description="longest wait to fill a batch (a decision "
+                                "reaches the store at most this much later; flush and shutdown do not wait)")
     on_full: Literal["block", "drop"] = Field(
         "block", description="full queue: 'block' waits up to block_timeout_s (never on an event loop), "
         "then drops; 'drop' drops at once. Drops are counted, logged and noted in the trace")

@@ -106,7 +106,7 @@ class RecordingWriter:
         *,
         queue_size: int = 10_000,
         batch_size: int = 200,
-        batch_wait_s: float = 0.05,
+        batch_wait_s: float = 0.5,
         on_full: str = "block",
         block_timeout_s: float = 0.05,
         flush_timeout_s: float = 10.0,
@@ -123,6 +123,7 @@ class RecordingWriter:
         self._lock = threading.Lock()
         self._counts = {"queued": 0, "written": 0, "dropped": 0, "failed": 0, "batches": 0}
         self._dropped_unreported = 0
+        self._wake = threading.Event()  # cuts the batch wait short: flush() and close() want it written now
         self._last_warn = 0.0
         self._closed = False
         self._retired = False  # closed and its counts moved into the process totals
@@ -180,10 +181,13 @@ class RecordingWriter:
                 return
             batch = [first]
             stop = False
-            # Sleep a little, then drain: waiting on the queue instead would wake this thread (and take
-            # the interpreter lock from the request path) on every put, hundreds of times a second.
+            # Wait, then drain: waiting on the queue instead would wake this thread (and take the
+            # interpreter lock from the request path) on every put, hundreds of times a second. A batch
+            # costs about 0.5 ms of CPU in this process whatever its size (connection check, transaction,
+            # statements) against about 0.04 ms per decision, so fuller batches are what keep recording cheap.
             if self.batch_wait_s > 0 and self._queue.qsize() < self.batch_size and not self._closed:
-                time.sleep(self.batch_wait_s)
+                self._wake.wait(self.batch_wait_s)
+                self._wake.clear()
             while len(batch) < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
@@ -217,6 +221,7 @@ class RecordingWriter:
         """Wait until everything queued so far is written; ``False`` on timeout."""
         deadline = time.monotonic() + (self.flush_timeout_s if timeout_s is None else timeout_s)
         while time.monotonic() < deadline:
+            self._wake.set()  # again each time: the writer clears it after every wait
             with self._lock:
                 done = self._counts["written"] + self._counts["failed"]
                 if done >= self._counts["queued"]:
@@ -229,6 +234,7 @@ class RecordingWriter:
         if self._closed:
             return
         self._closed = True
+        self._wake.set()
         self._queue.put(None)  # the queue may be full: this waits for the writer to make room
         self._thread.join(self.flush_timeout_s if timeout_s is None else timeout_s)
         _open_writers.discard(self)
