@@ -10,8 +10,11 @@ recording: ``off`` has a ``human:`` section with no store; ``on`` has the same s
 written to PostgreSQL in batches and appended to the audit log. Both always answer automatically
 (threshold 0). The arms run in alternating blocks (off, on, on, off, ...) so machine drift hits both alike.
 
-Prints throughput per arm and the ratio on/off (target >= 0.95), p50/p99 latency, errors, and the rows
-found in PostgreSQL afterwards (every ``on`` request must be there: nothing dropped).
+Prints throughput per arm and the ratio on/off (target >= 0.95), the ratio of each ABBA round and their
+median (other work on a shared machine moves single blocks a lot; the median of paired rounds moves less),
+p50/p99 latency, errors, the CPU the proxy and PostgreSQL spent per request in each arm (read from /proc:
+what recording costs, largely independent of how busy the machine is), and the rows found in PostgreSQL
+afterwards (every ``on`` request must be there: nothing dropped).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -29,9 +33,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, here and in the proxy
 
+from support.load import LoadResult, drive, proxy_config, start_proxy, start_upstream
 from support.postgres import postgres_server
 from support.proxy import stop
-from test_reliability_load import LoadResult, drive, proxy_config, start_proxy, start_upstream
 
 from langchain_confidence_router.human.store import open_store
 
@@ -46,24 +50,64 @@ def cascade(recording: dict[str, Any]) -> dict[str, Any]:
             "human": {**HUMAN, **recording}}
 
 
-async def arms(url: str, clients: int, requests: int, rounds: int) -> dict[str, LoadResult]:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (Linux /proc; 0 for any that is gone)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def postgres_pids(url: str) -> list[int]:
+    """The throwaway server's postmaster (found by its port) and its backends (current ones)."""
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    procs: dict[int, tuple[int, str]] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        procs[int(d.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd)
+    master = next((pid for pid, (_, cmd) in procs.items() if "postgres" in cmd and f"-p {port}" in cmd), None)
+    return [] if master is None else [master] + [pid for pid, (ppid, _) in procs.items() if ppid == master]
+
+
+async def arms(url: str, clients: int, requests: int, rounds: int, proxy_pid: int, pg_url: str
+               ) -> tuple[dict[str, LoadResult], dict[str, dict[str, float]], list[float]]:
     results = {"off": LoadResult(), "on": LoadResult()}
     for name in results:  # warm-up, not counted
         await drive(url, lambda i, m=name: {"model": m, "messages": PROMPT}, max(clients, 200), clients,
                     timeout_s=180)
+    cpu = {name: {"proxy": 0.0, "postgres": 0.0, "requests": 0.0} for name in results}
     size = max(clients, requests // (2 * rounds))
+    round_ratios = []
     for r in range(rounds):
+        per_round = {"off": LoadResult(), "on": LoadResult()}
         for name in ("off", "on", "on", "off") if r % 2 == 0 else ("on", "off", "off", "on"):
-            await drive(url, lambda i, m=name: {"model": m, "messages": PROMPT}, size, clients, timeout_s=180,
-                        result=results[name])
-    return results
+            pg = postgres_pids(pg_url)  # backends come and go with the pool: read them per block
+            proxy0, pg0 = cpu_seconds([proxy_pid]), cpu_seconds(pg)
+            block = await drive(url, lambda i, m=name: {"model": m, "messages": PROMPT}, size, clients,
+                                timeout_s=180)
+            cpu[name]["proxy"] += cpu_seconds([proxy_pid]) - proxy0
+            cpu[name]["postgres"] += cpu_seconds(pg) - pg0
+            cpu[name]["requests"] += len(block.outcomes)
+            for res in (results[name], per_round[name]):
+                res.outcomes += block.outcomes
+                res.seconds += block.seconds
+        round_ratios.append(per_round["on"].throughput / per_round["off"].throughput)
+    return results, cpu, round_ratios
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=2000, help="requests per arm")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="ABBA rounds (each: off, on, on, off or mirrored)")
     parser.add_argument("--no-audit", action="store_true", help="record to PostgreSQL only (no audit log)")
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency in seconds")
     args = parser.parse_args(argv)
@@ -78,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             proxy = start_proxy(config, folder, {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
             try:
                 t0 = time.perf_counter()
-                res = asyncio.run(arms(proxy.url, args.clients, args.requests, args.rounds))
+                res, cpu, round_ratios = asyncio.run(arms(proxy.url, args.clients, args.requests, args.rounds,
+                                                          proxy.pid, pg))
                 seconds = time.perf_counter() - t0
             finally:
                 stop(proxy.process)  # graceful: the writer flushes at exit
@@ -97,10 +142,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, r in (("off", off), ("on", on)):
         errors = sum(1 for o in r.outcomes if o.status != 200)
         print(f"{name:>4} {r.throughput:8.1f} {r.p50:8.1f} {r.percentile(99):8.1f} {errors:6d}")
+    for name in ("off", "on"):
+        n = max(cpu[name]["requests"], 1)
+        print(f"{name:>4} CPU per request: proxy {1000 * cpu[name]['proxy'] / n:.2f} ms, "
+              f"PostgreSQL {1000 * cpu[name]['postgres'] / n:.2f} ms")
+    median = statistics.median(round_ratios)
+    print("ratio per ABBA round: " + ", ".join(f"{r:.3f}" for r in round_ratios) + f"; median {median:.3f}")
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"throughput ratio on/off: {ratio:.3f} (target >= {TARGET_RATIO}) -> {verdict}")
     print(f"PostgreSQL decisions: {stored} of {on_sent} recorded requests; audit lines: {audit_lines}")
-    return {"ratio": ratio, "stored": stored, "sent": on_sent}
+    return {"ratio": ratio, "median_round_ratio": median, "stored": stored, "sent": on_sent}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from .core import (
     normalize_logprobs,
     parse_config,
 )
+from .human import conversations as _conversations  # noqa: F401  (wires human.clarify.state: store | redis)
 from .human import recording as _recording  # noqa: F401  (wires a human: section's store and audit log)
 from .metrics import observers_for as _metrics  # noqa: F401  (wires a metrics: section's Prometheus observer)
 from .registry import threshold_source as _registry  # noqa: F401  (wires a registry: section's poller)

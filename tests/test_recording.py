@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from langchain_confidence_router.core import Cascade, ConfigError, TierCall, TierResult, parse_config
+from langchain_confidence_router.core.trace import RequestTrace
 from langchain_confidence_router.human.recording import Decision, RecordingWriter, recording_stats
 from langchain_confidence_router.human.store import ReviewStore, open_store
 
@@ -187,3 +188,42 @@ def test_imports_point_the_right_way() -> None:
     code = ("import sys, langchain_confidence_router.human.store\n"
             "assert 'langchain_confidence_router.evaluation.runs' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_writer_counts_are_exported_to_prometheus() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from langchain_confidence_router.metrics.recording import register_recording_collector
+
+    registry = CollectorRegistry()
+    register_recording_collector(registry)
+
+    def samples() -> dict[str, float]:
+        text = generate_latest(registry).decode()
+        return {s.labels.get("state", s.name): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    class Sink:
+        name = "memory"
+
+        def __init__(self) -> None:
+            self.written: list[Decision] = []
+
+        def write_batch(self, batch: list[Decision], dropped_before: int) -> None:
+            self.written.extend(batch)
+
+        def close(self) -> None:
+            pass
+
+    before = samples()
+    writer = RecordingWriter([Sink()], batch_wait_s=0.0)
+    for _ in range(3):
+        writer.submit(Decision(RequestTrace(), "q", "a", False))
+    assert writer.flush(5)
+    writer.close()
+    writer.submit(Decision(RequestTrace(), "q", "a", False))  # closed: dropped, and counted
+    after = samples()
+    assert after["queued"] - before["queued"] == 3 and after["written"] - before["written"] == 3
+    assert after["dropped"] - before["dropped"] == 1 and after["failed"] == before["failed"]
+    assert "confidence_router_recording_queue_depth" in after

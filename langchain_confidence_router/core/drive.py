@@ -12,6 +12,10 @@ An adapter supplies only its I/O, as an :class:`AttemptIO` (sync) or :class:`Asy
   never reach the user; ``None`` to call it whole. Only asked when the policy ``gates`` at all;
 * ``begin(call)`` / ``end(step)``: hooks around each attempt (LangChain opens and closes its runs there).
 
+* before a clarifying question, the policy may ask for a claim on the conversation's count
+  (:class:`~.policy.ClarifyClaim`): :func:`claim` / :func:`aclaim` settle it, the async one in a worker
+  thread when the count is shared (a database or Redis round trip must not block the event loop).
+
 Because the loop, the timing, the timeout wording and the ``committed`` rule live here once, the
 LangChain router, the LiteLLM handler and offline replay cannot drift apart.
 """
@@ -274,6 +278,41 @@ def _gate(policy: CascadePolicy, call: TierCall, io: AttemptIO | AsyncAttemptIO
     return None if gated is None else (gated, tracker)
 
 
+# ---------------------------------------------------------------------------- clarify claims
+
+
+def claim(policy: CascadePolicy) -> Action:
+    """Settle the policy's pending clarify claim in this thread (a sync caller may wait for it)."""
+    pending = policy.pending_claim
+    assert pending is not None
+    try:
+        granted: bool | BaseException = pending.state.claim(pending.key, pending.limit)
+    except Exception as exc:
+        granted = exc
+    return policy.on_claim(granted)
+
+
+async def aclaim(policy: CascadePolicy) -> Action:
+    """Settle the policy's pending clarify claim without blocking the event loop.
+
+    A state that does I/O runs in a worker thread, bounded by its ``timeout_s``: past it the request
+    escalates (the thread may still count the question later: one question fewer, never one more)."""
+    pending = policy.pending_claim
+    assert pending is not None
+    state = pending.state
+    try:
+        if state.blocking:
+            granted: bool | BaseException = await asyncio.wait_for(
+                asyncio.to_thread(state.claim, pending.key, pending.limit), state.timeout_s)
+        else:
+            granted = state.claim(pending.key, pending.limit)
+    except TimeoutError as exc:
+        granted = exc if str(exc) else TimeoutError(f"no answer within {state.timeout_s:g} s (human.clarify.timeout_s)")
+    except Exception as exc:
+        granted = exc
+    return policy.on_claim(granted)
+
+
 # ---------------------------------------------------------------------------- one request
 
 
@@ -282,6 +321,9 @@ def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish |
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = claim(policy)
+            continue
         call = action.call
         io.begin(call)
         if gates and (gate := _gate(policy, call, io)) is not None:
@@ -301,6 +343,9 @@ def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = claim(policy)
+            continue
         call = action.call
         io.begin(call)
         if gates and (gate := _gate(policy, call, io)) is not None:  # a hidden stream (early_abort)
@@ -334,6 +379,9 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> A
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
+        if policy.pending_claim is not None:
+            action = await aclaim(policy)
+            continue
         call = action.call
         await io.begin(call)
         if gates and (gate := _gate(policy, call, io)) is not None:

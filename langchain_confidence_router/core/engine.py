@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from .config import RouterConfig, parse_config
 from .drive import AsyncCallFn, CallFn, acalls, arun, calls, finished, run
 from .errors import ConfidenceRouterError, ConfigError
+from .human import CLARIFY_LEDGER, ClarifyState
 from .policy import CascadePolicy, Finish, Observer
 from .tiers import Tier, build_tiers
 from .tuning import SourceState, tuned_tiers
@@ -60,6 +61,7 @@ class Cascade:
     config_hash: str
     observers: list[Observer] = field(default_factory=list)
     names: Sequence[str] | None = None
+    clarify_state: ClarifyState = CLARIFY_LEDGER
 
     def __post_init__(self) -> None:
         self._live = LiveTiers(self.tiers, self.config_hash)
@@ -74,7 +76,7 @@ class Cascade:
         cfg = parse_config(config) if not isinstance(config, RouterConfig) else config
         tiers, note = build_tiers(cfg, names)
         cascade = cls(cfg, tiers, note, cfg.config_hash(), observers_from_config(cfg),
-                      names=list(names) if names is not None else None)
+                      names=list(names) if names is not None else None, clarify_state=clarify_state_for(cfg))
         if cfg.registry is not None:
             cascade._follow_registry()
         return cascade
@@ -172,6 +174,7 @@ class Cascade:
             conversation=conversation,
             user=user,
             clarify_count=clarify_count,
+            clarify_ledger=self.clarify_state,
             observers=self.observers,
             registry=live.registry,
             arm_tiers=live.arm_tiers,
@@ -219,3 +222,29 @@ def register_threshold_source(factory: ThresholdSourceFactory) -> None:
     """Let the registry package serve ``registry:`` sections; the core never imports storage code."""
     global _threshold_source_factory
     _threshold_source_factory = factory
+
+
+ClarifyStateFactory = Callable[[RouterConfig], ClarifyState]
+_clarify_state_factories: dict[str, ClarifyStateFactory] = {}
+
+
+def register_clarify_state(kind: str, factory: ClarifyStateFactory) -> None:
+    """Let another package provide a shared clarify-once count for ``human.clarify.state: <kind>``.
+
+    The core keeps only the in-process ledger (``memory``); the human-operations package registers
+    ``store`` (SQL) and ``redis``, so the core imports neither SQLAlchemy nor redis.
+    """
+    _clarify_state_factories[kind] = factory
+
+
+def clarify_state_for(config: RouterConfig) -> ClarifyState:
+    """The clarify count a configuration asks for (the process-wide ledger unless it names a shared one)."""
+    human = config.human
+    kind = human.clarify.state if human is not None else "memory"
+    if kind == "memory" or human is None or not human.enabled or not human.clarify.enabled:
+        return CLARIFY_LEDGER
+    factory = _clarify_state_factories.get(kind)
+    if factory is None:
+        raise ValueError(f"human.clarify.state {kind!r} needs langchain_confidence_router.human.conversations "
+                         "imported (the package does it on import)")
+    return factory(config)

@@ -115,6 +115,16 @@ class ClarifySettings(_Strict):
     model: str | None = Field(None, description="model that writes the question; default: the one that answered")
     max_per_conversation: int = Field(1, ge=0)
     prompt: str = DEFAULT_CLARIFY_PROMPT
+    state: Literal["memory", "store", "redis"] = Field(
+        "memory", description="where the per-conversation count lives: 'memory' (this process only), 'store' "
+        "(the SQL store, shared by replicas) or 'redis' (shared by replicas)")
+    url: str | None = Field(
+        None, description="state 'store': a SQLite path or postgresql:// URL (default: human.store); "
+        "state 'redis': a redis:// URL (default: REDIS_URL, else REDIS_HOST/REDIS_PORT/REDIS_PASSWORD)")
+    ttl_s: float = Field(30 * 86400.0, gt=0, description="a conversation's count is forgotten this long after "
+                         "its last clarifying question (store and redis)")
+    timeout_s: float = Field(1.0, gt=0, le=30, description="longest wait for the shared count; past it (or when "
+                             "the state is unreachable) no question is asked and the request escalates")
 
     @field_validator("band")
     @classmethod
@@ -159,7 +169,8 @@ class RecordingSettings(_Strict):
 
     queue_size: int = Field(10_000, ge=1, description="decisions waiting to be written, at most")
     batch_size: int = Field(200, ge=1, description="decisions per store transaction / audit append")
-    batch_wait_s: float = Field(0.05, ge=0.0, le=5.0, description="longest wait to fill a batch")
+    batch_wait_s: float = Field(0.5, ge=0.0, le=5.0, description="longest wait to fill a batch (a decision "
+                                "reaches the store at most this much later; flush and shutdown do not wait)")
     on_full: Literal["block", "drop"] = Field(
         "block", description="full queue: 'block' waits up to block_timeout_s (never on an event loop), "
         "then drops; 'drop' drops at once. Drops are counted, logged and noted in the trace")
@@ -285,10 +296,34 @@ def assign_arm(key: str, treatment_share: float, salt: str = "confidence-router"
 # ------------------------------------------------------------------------------------------ clarify
 
 
-class ClarifyLedger:
-    """How many clarifying questions each conversation has had (in this process, LRU-bounded).
+class ClarifyState:
+    """Where clarify-once counts live; ``claim`` takes one of a conversation's questions atomically.
 
-    Adapters pass a conversation key; several replicas need sticky sessions or an explicit count.
+    The core keeps this interface and the in-process :class:`ClarifyLedger`; the shared ones (the SQL
+    store, Redis) live in the human-operations package and are wired with
+    :func:`~langchain_confidence_router.core.engine.register_clarify_state`. The policy asks for a claim
+    only when an answer's confidence lands in the clarify band, and the drive loop runs it: directly
+    when ``blocking`` is False, in a worker thread (bounded by ``timeout_s``) on async paths otherwise.
+    """
+
+    #: Whether ``claim`` does I/O (a database or network round trip).
+    blocking: bool = False
+    #: Longest wait for a claim on an async path; past it the request escalates instead of asking.
+    timeout_s: float | None = None
+    name: str = "memory"
+
+    def claim(self, key: str, limit: int) -> bool:
+        """Count one more clarifying question for ``key`` if it has had fewer than ``limit``; whether it did.
+
+        Must be atomic across every process sharing the state. Raise when the state is unreachable."""
+        raise NotImplementedError
+
+
+class ClarifyLedger(ClarifyState):
+    """How many clarifying questions each conversation has had, in this process only (LRU-bounded).
+
+    With several replicas, set ``human.clarify.state`` to ``store`` or ``redis`` so every replica sees
+    the same count.
     """
 
     def __init__(self, max_conversations: int = 100_000) -> None:
@@ -306,10 +341,20 @@ class ClarifyLedger:
         if key is None:
             return
         with self._lock:
-            self._counts[key] = self._counts.get(key, 0) + 1
-            self._counts.move_to_end(key)
-            while len(self._counts) > self._max:
-                self._counts.popitem(last=False)
+            self._add(key)
+
+    def claim(self, key: str, limit: int) -> bool:
+        with self._lock:
+            if self._counts.get(key, 0) >= limit:
+                return False
+            self._add(key)
+            return True
+
+    def _add(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self._counts.move_to_end(key)
+        while len(self._counts) > self._max:
+            self._counts.popitem(last=False)
 
 
 CLARIFY_LEDGER = ClarifyLedger()

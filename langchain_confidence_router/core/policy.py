@@ -29,7 +29,7 @@ from .filters import apply_filter
 from .human import (
     CLARIFY_LEDGER,
     ArmSettings,
-    ClarifyLedger,
+    ClarifyState,
     HumanSettings,
     PreCallDecision,
     assign_arm,
@@ -125,6 +125,19 @@ class Fail:
 Action = CallTier | Finish | Fail
 
 
+@dataclass(frozen=True, slots=True)
+class ClarifyClaim:
+    """A clarifying question the policy wants to ask once ``state`` grants it one of ``key``'s ``limit``.
+
+    The drive loop settles it (:meth:`CascadePolicy.on_claim`) before making the clarify call: directly,
+    or in a worker thread on async paths when the state does I/O. Only requests whose confidence lands
+    in the clarify band ever carry one."""
+
+    state: ClarifyState
+    key: str
+    limit: int
+
+
 def classify_error(exc: BaseException) -> str:
     """Sort an upstream failure into a kind that decides whether ``on_error: skip`` skips it."""
     if isinstance(exc, EmptyAnswerError):
@@ -165,7 +178,7 @@ class CascadePolicy:
         conversation: str | None = None,
         user: str | None = None,
         clarify_count: int | None = None,
-        clarify_ledger: ClarifyLedger = CLARIFY_LEDGER,
+        clarify_ledger: ClarifyState = CLARIFY_LEDGER,
         observers: Sequence[Observer] = (),
         registry: Mapping[str, Any] | None = None,
         arm_tiers: Mapping[str, tuple[int, Sequence[Tier]]] | None = None,
@@ -187,6 +200,9 @@ class CascadePolicy:
         self._final_text: str | None = None
         self._clarify_count = clarify_count
         self._clarifying = False
+        #: A clarify claim to settle before the next call (see :class:`ClarifyClaim`); None almost always.
+        self.pending_claim: ClarifyClaim | None = None
+        self._clarify: CallTier | None = None
         self._pre = PreCallDecision()
         self._arm: ArmSettings | None = None
         self._hold = hold
@@ -667,16 +683,42 @@ class CascadePolicy:
         if human is None or not human.clarify.enabled or self._clarifying or attempt.confidence is None:
             return None
         lo, hi = human.clarify.band
-        count = self._clarify_count if self._clarify_count is not None else self._ledger.count(self.conversation)
-        if not lo <= attempt.confidence < hi or count >= human.clarify.max_per_conversation:
-            return None
+        limit = human.clarify.max_per_conversation
+        if not lo <= attempt.confidence < hi or limit <= 0:
+            return None  # the count is read (a round trip for a shared state) only inside the band
+        if self._clarify_count is not None:  # the caller keeps the count itself
+            if self._clarify_count >= limit:
+                return None
+        elif self.conversation is not None:
+            self.pending_claim = ClarifyClaim(self._ledger, self.conversation, limit)
         self._clarifying = True
         name = human.clarify.model or attempt.model
         tier = next((t for t in self.tiers if t.name == name), self.tiers[attempt.tier])
-        return CallTier(TierCall(tier=tier, attempt=len(self.trace.attempts), final=True,
-                                 timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=0,
-                                 request_id=self.trace.request_id, purpose="clarify",
-                                 instruction=human.clarify.prompt))
+        self._clarify = CallTier(TierCall(tier=tier, attempt=len(self.trace.attempts), final=True,
+                                          timeout_s=self.settings.limits.attempt_timeout_s, top_logprobs=0,
+                                          request_id=self.trace.request_id, purpose="clarify",
+                                          instruction=human.clarify.prompt))
+        return self._clarify
+
+    def on_claim(self, granted: bool | BaseException) -> Action:
+        """Report the outcome of :attr:`pending_claim`: granted (ask), refused, or the state's error.
+
+        Refused or unreachable, no question is asked and the request escalates as if the band did not
+        exist; an unreachable state says so in the trace (asking twice is worse than escalating once)."""
+        claim, self.pending_claim = self.pending_claim, None
+        assert claim is not None and self._clarify is not None, "on_claim without a pending claim"
+        if granted is True:
+            return self._clarify
+        self._clarifying = False
+        if isinstance(granted, BaseException):
+            why = describe_exception(granted) or type(granted).__name__
+            self.trace.reasons.append(f"clarify state ({claim.state.name}) unreachable ({why}); "
+                                      "escalated instead of asking")
+            logger.warning("clarify state %s unreachable for request %s: %s; escalating",
+                           claim.state.name, self.trace.request_id, why)
+        else:
+            self.trace.reasons.append(f"conversation already had {claim.limit} clarifying question(s); escalated")
+        return self._next_action()
 
     def _clarified(self, attempt: AttemptTrace, result: TierResult) -> Action:
         attempt.decision = "accept"
@@ -691,7 +733,13 @@ class CascadePolicy:
         trace.final_model = attempt.model
         trace.confidence = source.confidence
         trace.reasons.append(f"{source.model}: confidence {source.confidence:.3f} in the clarify band; asked instead")
-        self._ledger.add(self.conversation)
+        if self.pending_claim is not None:  # driven by hand, past the claim: count the question now
+            claim, self.pending_claim = self.pending_claim, None
+            try:
+                claim.state.claim(claim.key, claim.limit)
+            except Exception:
+                logger.exception("clarify state %s: counting request %s failed", claim.state.name,
+                                 self.trace.request_id)
         self._final_text = result.text
         self._close()
         return Finish(result, attempt, trace)

@@ -9,6 +9,7 @@ error message that quotes the caller's key.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 REDACTED = "[REDACTED]"
 
@@ -30,6 +31,16 @@ _SECRET_PATTERNS = [
 ]
 
 
+#: One case-blind search that every string a pattern above could match also matches (a superset): most
+#: strings (model names, reasons) hold no key, and one search is far cheaper than six substitutions.
+_MAYBE_SECRET = re.compile("|".join(p.pattern.replace("(?i)", "") for p in _SECRET_PATTERNS), re.IGNORECASE)
+
+
+#: No pattern above matches fewer characters ("sk-" and six more).
+_SHORTEST_SECRET = 9
+
+
+@lru_cache(maxsize=4096)  # the same few dozen key names, record after record
 def is_secret_key(key: str) -> bool:
     """True for a mapping key that names a credential (``max_tokens`` and ``tokens_in`` are not)."""
     k = re.sub(r"[\s\-]+", "_", key.strip().lower())
@@ -38,6 +49,8 @@ def is_secret_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` with every key-shaped substring replaced by ``[REDACTED]``."""
+    if len(text) < _SHORTEST_SECRET or _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text

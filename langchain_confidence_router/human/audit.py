@@ -35,6 +35,13 @@ ROUTE_TIERS: dict[str, int | None] = {"automated": 1, "human_assisted": 2, "huma
 
 def scrub(value: Any) -> Any:
     """A copy of ``value`` with credentials replaced by ``[REDACTED]``: by key name and by shape."""
+    kind = type(value)  # exact-type fast paths first: the background writer scrubs every record
+    if kind is str:
+        return redact_text(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if value is None or kind is int or kind is bool:
+        return value
     if isinstance(value, Mapping):
         return {str(k): (REDACTED if is_secret_key(str(k)) and v not in (None, "") else scrub(v))
                 for k, v in value.items()}

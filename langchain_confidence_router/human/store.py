@@ -16,6 +16,8 @@ Tables (prefix ``cr_`` so they can share a database):
   automated answers): route, trigger, reason, draft (only when text storage is enabled), status.
 * ``cr_labels``: reviewer verdicts; append-only (history kept), the latest label of a request wins.
   ``correct`` is the ground truth of the AI answer (the scored attempt), whoever finally answered.
+* ``cr_conversations``: clarifying questions asked per conversation key, shared by every replica
+  (``human.clarify.state: store``); :meth:`ReviewStore.claim_clarify` counts one atomically.
 
 Thread-safe: one engine per store; on SQLite every statement is serialised by a lock (SQLite has a
 single writer anyway), on PostgreSQL the database handles concurrency and upserts are atomic.
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,7 +63,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfidenceRouterError
@@ -153,6 +156,14 @@ labels_table = Table(
     Column("reviewer", String(256)),
     Column("note", Text),
     Column("labelled_at", Float, nullable=False),
+)
+
+
+conversations_table = Table(
+    "cr_conversations", METADATA,
+    Column("key", String(MAX_ID), primary_key=True),
+    Column("clarify_count", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False, index=True),
 )
 
 
@@ -307,6 +318,17 @@ class ReviewStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def _create(self) -> None:
+        for attempt in range(3):
+            try:
+                return self._create_tables()
+            except (OperationalError, IntegrityError) as exc:
+                # SQLite has no advisory lock: two processes opening a new file at once can both see no
+                # tables; the loser finds them on the next try
+                racing = "already exists" in str(exc) or "UNIQUE constraint" in str(exc)
+                if self.dialect != "sqlite" or not racing or attempt == 2:
+                    raise
+
+    def _create_tables(self) -> None:
         with self._begin() as conn:
             if self.dialect == "postgresql":  # several workers starting at once: create the tables once
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
@@ -393,6 +415,29 @@ class ReviewStore:
             self._upsert_stmt = insert.on_conflict_do_update(
                 index_elements=["request_id"], set_={c: insert.excluded[c] for c in cols})
         return self._upsert_stmt
+
+    def claim_clarify(self, key: str, limit: int, ttl_s: float, now: float | None = None) -> bool:
+        """Count one clarifying question for conversation ``key`` if it has had fewer than ``limit``.
+
+        One statement, atomic across processes: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE count <
+        limit``; the row comes back only when the count went up. A count older than ``ttl_s`` starts
+        again at 1 (and such rows are pruned now and then, so the table stays bounded)."""
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"human.clarify.state 'store' needs SQLite or PostgreSQL, not {self.dialect}")
+        c, now = conversations_table.c, time.time() if now is None else now
+        cutoff = now - ttl_s
+        insert = (sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert)(conversations_table)
+        expired = conversations_table.c.updated_at < cutoff
+        stmt = insert.values(key=_check_id(key), clarify_count=1, updated_at=now).on_conflict_do_update(
+            index_elements=["key"],
+            set_={"clarify_count": case((expired, 1), else_=c.clarify_count + 1), "updated_at": now},
+            where=(c.clarify_count < limit) | expired,
+        ).returning(c.clarify_count)
+        with self._begin() as conn:
+            granted = conn.execute(stmt).first() is not None
+            if granted and random.random() < 0.001:  # one claim in a thousand prunes expired counts
+                conn.execute(delete(conversations_table).where(expired))
+        return granted
 
     @staticmethod
     def _decision_row(trace: RequestTrace) -> dict[str, Any]:

@@ -78,6 +78,10 @@ def observers_for(config: RouterConfig) -> list[Observer]:
     if settings.human_daily_capacity is not None:
         observer.metrics.set_human_daily_capacity(settings.human_daily_capacity)
     human = config.human
+    if human is not None and human.enabled and (human.store or human.audit_log):
+        from .recording import register_recording_collector
+
+        register_recording_collector()  # the background writer's queued/written/dropped/failed counts
     if human is not None and human.enabled and human.store:
         from .queue_depth import queue_depth_poller
 
