@@ -481,10 +481,16 @@ def _quantile_paths(families: list[Family], sub: RunMatrix, names: Sequence[str]
     smaller = range(largest)
     chains = [(*c, largest) for r in range(1, largest + 1) for c in itertools.combinations(smaller, r)]
     shares = np.linspace(0.0, 1.0, steps + 1)[1:]
+    ranking = _ranking_classes(families, largest)
     paths = []
+    seen_paths: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
     for f, fam in enumerate(families):
         for chain in chains:
             gated = chain[:-1]
+            key = (chain, tuple(ranking[f][j] for j in gated))
+            if key in seen_paths:  # another signal orders these tiers' answers alike: the same path
+                continue
+            seen_paths.add(key)
             qs = []
             for j in gated:
                 col = fam.conf[:, j]
@@ -499,6 +505,23 @@ def _quantile_paths(families: list[Family], sub: RunMatrix, names: Sequence[str]
                     path.append(cand)
             paths.append(path)
     return paths
+
+
+def _ranking_classes(families: list[Family], n_gated: int) -> list[list[int]]:
+    """classes[f][j]: the first family whose confidence for model j orders every answer as family f's does.
+
+    Two families in the same class on a chain's gated models accept the same items at every quantile,
+    so their paths are one hypothesis sequence and need no share of delta each. Label-free (rankings only).
+    """
+    classes: list[list[int]] = []
+    for f, fam in enumerate(families):
+        row = []
+        for j in range(n_gated):
+            same = next((g for g in range(f)
+                         if classes[g][j] == g and _same_ranking(fam.conf[:, j], families[g].conf[:, j])), f)
+            row.append(same)
+        classes.append(row)
+    return classes
 
 
 def _label_free_families(families: list[Family], sub: RunMatrix, names: Sequence[str]) -> list[Family]:
