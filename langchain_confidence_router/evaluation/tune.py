@@ -18,6 +18,11 @@ The method is Learn-then-Test (Angelopoulos, Bates et al. 2021) with fixed-seque
      thresholds that fills the frontier's non-convex gaps). All frontier points are merged,
      Pareto-filtered and sorted by their error on A: that is the path. Choosing the chain and the
      signal happens here, on A only, so the test on B needs no multiplicity correction.
+   * ``quantile`` mode (relative target, three or more candidates, monotone calibrations): one path per
+     sub-chain ending at the largest model and per distinct ranking of its gated models' answers;
+     at each step every gated tier accepts the same share of the tuning items by its own confidence
+     quantile (label-free, so every item certifies); the paths share delta by Bonferroni, or with
+     ``path_select_fraction`` one path is chosen on a part of the items and certified on the rest.
    * ``direct`` mode (two candidates, monotone calibrations): the path for each signal is simply
      the small model's threshold from high to low, an order fixed before any label is seen, so the
      tuning items need no selection part. Signals that rank answers identically count once; when
