@@ -12,6 +12,7 @@ from langchain_confidence_router.core.config import load_config, parse_config
 from langchain_confidence_router.core.tiers import build_tiers
 from langchain_confidence_router.evaluation.baselines import grid_search
 from langchain_confidence_router.evaluation.bounds import (
+    _studentised_tail,
     binom_cdf,
     binomial_pvalue,
     clopper_pearson,
@@ -71,6 +72,17 @@ def test_trinomial_sum_cdf_against_brute_force() -> None:
         brute = sum(math.comb(n, a) * math.comb(n - a, b) * pp**a * pm**b * (1 - pp - pm) ** (n - a - b)
                     for a in range(n + 1) for b in range(n + 1 - a) if a - b <= t)
         assert trinomial_sum_cdf(t, n, pp, pm) == pytest.approx(brute, abs=1e-12)
+
+
+@pytest.mark.parametrize(("n", "pi", "eps", "z"), [(40, 0.3, 0.05, -1.3), (40, 0.1, 0.02, 0.4), (60, 0.5, -0.1, 2.5),
+                                              (25, 0.05, 0.04, -3.0), (50, 0.2, 0.0, 6.0)])
+def test_studentised_tail_recurrence_against_brute_force(n: int, pi: float, eps: float, z: float) -> None:
+    # the inner binomial CDFs come from a recurrence along N; check the whole tail against a double sum
+    pp, pm = (pi + eps) / 2, (pi - eps) / 2
+    brute = sum(math.comb(n, a) * math.comb(n - a, b) * pp**a * pm**b * (1 - pp - pm) ** (n - a - b)
+                for a in range(n + 1) for b in range(n + 1 - a)
+                if (a - b - n * eps) / math.sqrt(a + b + 1) <= z)
+    assert _studentised_tail(n, pi, eps, z) == pytest.approx(brute, abs=1e-12)
 
 
 def _exact_size(n: int, pi: float, eps: float, level: float) -> float:

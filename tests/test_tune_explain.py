@@ -40,6 +40,22 @@ def test_quantile_paths_certify_a_cheap_cascade_when_one_exists() -> None:
     assert len(result.models) >= 2
 
 
+def test_signals_that_rank_answers_alike_share_one_path() -> None:
+    # bottom_percent carries the same numbers as min_logprob here: the same ranking, so the same paths;
+    # they must not take a share of delta each. A signal with its own noise ranks differently: its own paths.
+    rng = np.random.default_rng(4)
+    m = _matrix(800, rng, gap=0.3)
+    alike = RunMatrix(m.models, m.item_ids, m.correct, m.cost,
+                      {"min_logprob": m.signals["avg_logprob"], "bottom_percent": m.signals["avg_logprob"].copy()})
+    ev = tune(alike, max_accuracy_drop=0.01, calibrate="none").evidence
+    assert len(ev["families"]) == 2
+    assert ev["families_tested"] == 3  # one path per sub-chain ending at the largest model, not 6
+    other = m.signals["avg_logprob"] + rng.normal(0.0, 0.3, m.signals["avg_logprob"].shape)
+    apart = RunMatrix(m.models, m.item_ids, m.correct, m.cost, {"min_logprob": m.signals["avg_logprob"],
+                                                               "bottom_percent": other})
+    assert tune(apart, max_accuracy_drop=0.01, calibrate="none").evidence["families_tested"] == 6
+
+
 def test_only_opt_in_signals_recorded_names_them_and_the_flag() -> None:
     sample = _matrix(300, np.random.default_rng(3), gap=0.3, signals=("self_verify", "consistency"))
     with pytest.raises(TuneError) as err:

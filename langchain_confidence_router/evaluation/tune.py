@@ -18,6 +18,11 @@ The method is Learn-then-Test (Angelopoulos, Bates et al. 2021) with fixed-seque
      thresholds that fills the frontier's non-convex gaps). All frontier points are merged,
      Pareto-filtered and sorted by their error on A: that is the path. Choosing the chain and the
      signal happens here, on A only, so the test on B needs no multiplicity correction.
+   * ``quantile`` mode (relative target, three or more candidates, monotone calibrations): one path per
+     sub-chain ending at the largest model and per distinct ranking of its gated models' answers;
+     at each step every gated tier accepts the same share of the tuning items by its own confidence
+     quantile (label-free, so every item certifies); the paths share delta by Bonferroni, or with
+     ``path_select_fraction`` one path is chosen on a part of the items and certified on the rest.
    * ``direct`` mode (two candidates, monotone calibrations): the path for each signal is simply
      the small model's threshold from high to low, an order fixed before any label is seen, so the
      tuning items need no selection part. Signals that rank answers identically count once; when
@@ -481,10 +486,16 @@ def _quantile_paths(families: list[Family], sub: RunMatrix, names: Sequence[str]
     smaller = range(largest)
     chains = [(*c, largest) for r in range(1, largest + 1) for c in itertools.combinations(smaller, r)]
     shares = np.linspace(0.0, 1.0, steps + 1)[1:]
+    ranking = _ranking_classes(families, largest)
     paths = []
+    seen_paths: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()
     for f, fam in enumerate(families):
         for chain in chains:
             gated = chain[:-1]
+            key = (chain, tuple(ranking[f][j] for j in gated))
+            if key in seen_paths:  # another signal orders these tiers' answers alike: the same path
+                continue
+            seen_paths.add(key)
             qs = []
             for j in gated:
                 col = fam.conf[:, j]
@@ -499,6 +510,23 @@ def _quantile_paths(families: list[Family], sub: RunMatrix, names: Sequence[str]
                     path.append(cand)
             paths.append(path)
     return paths
+
+
+def _ranking_classes(families: list[Family], n_gated: int) -> list[list[int]]:
+    """classes[f][j]: the first family whose confidence for model j orders every answer as family f's does.
+
+    Two families in the same class on a chain's gated models accept the same items at every quantile,
+    so their paths are one hypothesis sequence and need no share of delta each. Label-free (rankings only).
+    """
+    classes: list[list[int]] = []
+    for f, fam in enumerate(families):
+        row = []
+        for j in range(n_gated):
+            same = next((g for g in range(f)
+                         if classes[g][j] == g and _same_ranking(fam.conf[:, j], families[g].conf[:, j])), f)
+            row.append(same)
+        classes.append(row)
+    return classes
 
 
 def _label_free_families(families: list[Family], sub: RunMatrix, names: Sequence[str]) -> list[Family]:
@@ -553,6 +581,53 @@ def _split_path(problem: _Problem, sub: RunMatrix, select_rows: np.ndarray, n_mu
     return frontier
 
 
+def _select_one_path(problem: _Problem, paths: list[list[Candidate]], rng: np.random.Generator, fraction: float, *,
+                     relative: bool, level_value: float, delta: float, bound: str
+                     ) -> tuple[list[list[Candidate]], np.ndarray, np.ndarray]:
+    """Spend a random ``fraction`` of the items on choosing one path; the rest certify it at the full delta.
+
+    The alternative to splitting delta over every path (Bonferroni): better when items are plentiful and
+    paths many, worse when items are few (see docs/evaluation.md). Returns ([path], select, certify rows).
+    """
+    if not 0.05 <= fraction <= 0.95:
+        raise TuneError(f"path_select_fraction must be 0 or in [0.05, 0.95], got {fraction}")
+    n = problem.correct.shape[0]
+    perm = rng.permutation(n)
+    n_sel = round(fraction * n)
+    select_rows, certify_rows = np.sort(perm[:n_sel]), np.sort(perm[n_sel:])
+    path = _pick_path(problem, paths, select_rows, certify_rows.size, relative=relative, level_value=level_value,
+                      level=delta, bound=bound)
+    return [path], select_rows, certify_rows
+
+
+def _pick_path(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray, n_certify: int, *,
+               relative: bool, level_value: float, level: float, bound: str) -> list[Candidate]:
+    """The path that promises the cheapest certified configuration, judged on the selection ``rows`` only.
+
+    Each path is walked as fixed-sequence testing would walk it on the certification part: the counts seen
+    on the selection rows are scaled to ``n_certify`` items and tested at ``level``. The cheapest
+    configuration reached (cost on the selection rows) ranks the path; ties go to the path that goes further.
+    """
+    scale = n_certify / max(rows.size, 1)
+    best: tuple[float, int, int] | None = None
+    for p_i, path in enumerate(paths):
+        cheapest, reached = math.inf, 0
+        for cand in path:
+            st = problem.stats(cand, rows)
+            scaled = _Stats(st.accuracy, st.cost, round(st.errors * scale), n_certify,
+                            round(st.n_plus * scale), round(st.n_minus * scale))
+            trivial = relative and cand.chain == (problem.largest,) and st.n_plus == 0 and st.n_minus == 0
+            if not trivial and _pvalue(scaled, relative=relative, level_value=level_value, level=level,
+                                       bound=bound) > level:
+                break
+            cheapest, reached = min(cheapest, st.cost), reached + 1
+        key = (cheapest, -reached, p_i)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    return paths[best[2]]
+
+
 def _certify(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray, names: Sequence[str], *,
              relative: bool, level_value: float, level: float, bound: str
              ) -> tuple[list[dict[str, Any]], list[tuple[Candidate, float]], list[dict[str, Any]]]:
@@ -597,7 +672,8 @@ def tune(
     bound: str = "binomial",
     seed: int = 0,
     max_path: int = 200,
-    quantile_steps: int = 40,
+    quantile_steps: int = 100,
+    path_select_fraction: float = 0.0,
     n_mu: int = 40,
     grid: int = 100,
     l2: float = 1.0,
@@ -698,6 +774,11 @@ def tune(
         families = _label_free_families(families, sub, names)
         problem = _Problem(families, sub.correct, sub.cost, settings, largest)
         paths = _quantile_paths(families, sub, names, quantile_steps)
+        if path_select_fraction > 0 and len(paths) > 1 and has_target:
+            lv = max_accuracy_drop if relative else 1.0 - float(target_accuracy)  # type: ignore[arg-type]
+            paths, select_rows, certify_rows = _select_one_path(
+                problem, paths, rng, path_select_fraction, relative=relative, level_value=float(lv), delta=delta,
+                bound=bound)
     else:
         paths = [_split_path(problem, sub, select_rows, n_mu, grid, max_path, progress)]
     path_families = [sorted({c.family for c in path}) for path in paths]
