@@ -69,18 +69,27 @@ TARGET_ACCURACY_PTS = 1.0
 # ----------------------------------------------------------------------------------------- configurations
 
 
-def mode_configs(base: dict[str, Any], after_tokens: int, below: float, hedge_after_ms: float
+def mode_configs(base: dict[str, Any], after_tokens: int | None, below: float | None, hedge_after_ms: float | None
                  ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """One configuration per mode (options on every tier but the last), and why any mode is unavailable."""
+    """One configuration per mode, and why any mode is unavailable in this checkout.
+
+    Options go on every tier but the last (it has no next tier to abort to or hedge with). A value given
+    on the command line wins; else the base configuration's own (a rule from ``tune-abort``, say); else
+    the defaults. Sequential has neither option, whatever the base configuration says."""
     configs: dict[str, dict[str, Any]] = {}
     missing: dict[str, str] = {}
     for mode in MODES:
         cfg = copy.deepcopy(base)
-        for spec in cfg["models"][:-1]:  # the last tier has no next tier to abort to or hedge with
+        for spec in cfg["models"]:
+            rule = spec.pop("early_abort", None) or {}
+            hedge = spec.pop("hedge_after_ms", None)
+            if spec is cfg["models"][-1]:
+                continue
             if mode in ("abort", "both"):
-                spec["early_abort"] = {"after_tokens": after_tokens, "below": below}
+                spec["early_abort"] = {**rule, "after_tokens": after_tokens or rule.get("after_tokens", 8),
+                                       "below": below if below is not None else rule.get("below", 0.8)}
             if mode in ("hedge", "both"):
-                spec["hedge_after_ms"] = hedge_after_ms
+                spec["hedge_after_ms"] = hedge_after_ms or hedge or 2000.0
         try:
             parse_config(cfg)
         except Exception as exc:  # ConfigError / ValidationError: the keys are not in this checkout
@@ -88,6 +97,16 @@ def mode_configs(base: dict[str, Any], after_tokens: int, below: float, hedge_af
             continue
         configs[mode] = cfg
     return configs, missing
+
+
+def describe(configs: dict[str, dict[str, Any]]) -> str:
+    """The options each mode actually runs with, per tier."""
+    parts = []
+    for mode, cfg in configs.items():
+        opts = [f"{m['name']}: " + ", ".join(f"{k}={m[k]}" for k in ("early_abort", "hedge_after_ms") if k in m)
+                for m in cfg["models"] if "early_abort" in m or "hedge_after_ms" in m]
+        parts.append(f"{mode} ({'; '.join(opts) or 'no options'})")
+    return "; ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------- measurements
@@ -464,10 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--adapters", default="langchain,litellm", help="live: comma-separated, langchain and/or litellm")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--runs", type=Path, default=RUNS, help="offline: the recorded runs")
-    p.add_argument("--config", type=Path, default=demo_config_path(), help="base cascade (default: the demo's)")
-    p.add_argument("--after-tokens", type=int, default=8, help="early_abort.after_tokens (default 8)")
-    p.add_argument("--below", type=float, default=0.6, help="early_abort.below (default 0.6)")
-    p.add_argument("--hedge-after-ms", type=float, default=2000.0, help="hedge_after_ms (default 2000)")
+    p.add_argument("--config", type=Path, default=demo_config_path(),
+                   help="base cascade (default: the demo's); its own early_abort / hedge_after_ms are used "
+                        "unless the options below are given")
+    p.add_argument("--after-tokens", type=int, help="early_abort.after_tokens (else the config's, else 8)")
+    p.add_argument("--below", type=float, help="early_abort.below (else the config's, else 0.8)")
+    p.add_argument("--hedge-after-ms", type=float, help="hedge_after_ms (else the config's, else 2000)")
     p.add_argument("--max-tokens", type=int, default=128, help="live answer cap (the recording's: 128)")
     p.add_argument("--ttft-items", type=int, default=4, help="live: confident items streamed for TTFT")
     p.add_argument("--n-ctx", type=int, default=1024)
@@ -479,9 +500,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "sequential" not in configs:
         raise SystemExit(f"the base configuration does not load: {missing['sequential']}")
     print(f"modes: {', '.join(configs)} (not available: {', '.join(missing) or 'none'})")
-    print(f"early_abort after {args.after_tokens} tokens below {args.below}; "
-          f"hedge after {args.hedge_after_ms:g} ms; target: escalated p50 down >= {TARGET_P50_CUT:.0%} at "
-          f"accuracy within +-{TARGET_ACCURACY_PTS:g} pt of sequential")
+    print(describe(configs))
+    print(f"target: escalated p50 down >= {TARGET_P50_CUT:.0%} at accuracy within +-{TARGET_ACCURACY_PTS:g} pt "
+          "of sequential")
     items = {i.id: i for i in load_items(args.dataset)}
     if args.offline:
         run_offline(args, configs, missing, items)
