@@ -21,8 +21,8 @@ so an attempt aborted at token k costs ``a + b * k``; hedging is laid on a timel
 starts ``hedge_after_ms`` after the current one unless it has finished, and the first acceptable
 answer in time wins (ties to the earlier tier).
 
-Per mode: p50/p95 end-to-end latency of the escalated requests (those whose tier 1 was rejected in
-the sequential run, so every mode is judged on the same requests) and of all requests, output tokens
+Per mode: p50/p95 end-to-end latency of the escalated requests (those that reached tier 2 in the
+sequential run, so every mode is judged on the same requests) and of all requests, output tokens
 and cost of rejected attempts, accuracy (the dataset's grader), the cost of cancelled hedge losers,
 and (live) the time to first token of a confident tier 1 when streaming. Target: escalated p50 down
 >= 30% against sequential at an accuracy change within +-1 point.
@@ -119,7 +119,7 @@ class Result:
     item_id: str
     latency_ms: float
     correct: bool
-    tier1_rejected: bool
+    escalated: bool
     rejected_tokens: int = 0
     rejected_cost: float = 0.0
     cancelled_cost: float = 0.0
@@ -132,20 +132,20 @@ def from_trace(item: QuizItem, trace: dict[str, Any], answer: str | None, latenc
     """Split a trace's attempts into the served one, rejected ones and cancelled hedge losers."""
     final_tier = trace.get("final_tier")
     rejected_tokens, rejected_cost, cancelled_cost = 0, 0.0, 0.0
-    tier1_rejected = False
+    escalated = False  # the request reached tier 2 (sequential: tier 1 was not accepted)
     for a in trace.get("attempts") or []:
         if a.get("purpose", "answer") != "answer":
             continue
+        escalated = escalated or (a.get("tier") or 0) > 0
         served = a.get("tier") == final_tier and a.get("decision") in ("accept", "fallback")
         if a.get("decision") == "cancelled":
             cancelled_cost += a.get("cost_usd") or 0.0
         elif not served:
             rejected_tokens += a.get("tokens_out") or 0
             rejected_cost += a.get("cost_usd") or 0.0
-            tier1_rejected = tier1_rejected or a.get("tier") == 0
     if correct is None:
         correct = answer is not None and grade(item, answer)
-    return Result(item.id, latency_ms, correct, tier1_rejected, rejected_tokens, rejected_cost, cancelled_cost,
+    return Result(item.id, latency_ms, correct, escalated, rejected_tokens, rejected_cost, cancelled_cost,
                   float(trace.get("total_cost_usd") or 0.0))
 
 
@@ -298,7 +298,7 @@ def run_offline(args: argparse.Namespace, configs: dict[str, dict[str, Any]], mi
             else:
                 result = from_trace(items[current], trace, None, latency, correct)
             results[mode].append(result)
-    escalated = {r.item_id for r in results["sequential"] if r.tier1_rejected}
+    escalated = {r.item_id for r in results["sequential"] if r.escalated}
     print_table("offline replay (estimated latency)", {m: summarise(rs, escalated) for m, rs in results.items()},
                 missing)
 
@@ -459,14 +459,14 @@ def run_live(args: argparse.Namespace, configs: dict[str, dict[str, Any]], missi
                       + ", ".join(f"{m} {got.results[m][-1].latency_ms / 1000:.1f}s" for m in order), flush=True)
             # TTFT of a confident first tier: items tier 1 answered and kept in the sequential run, streamed
             confident = [item for item, r in zip(asked, got.results["sequential"], strict=True)
-                         if r.error is None and not r.tier1_rejected][: args.ttft_items]
+                         if r.error is None and not r.escalated][: args.ttft_items]
             for i, item in enumerate(confident):
                 rotated = order[i % len(order):] + order[: i % len(order)]
                 for mode in rotated:
                     _, ttft = runners[mode](item, True)
                     if ttft is not None:
                         got.ttft[mode].append(ttft)
-            escalated = {r.item_id for r in got.results["sequential"] if r.tier1_rejected}
+            escalated = {r.item_id for r in got.results["sequential"] if r.escalated}
             print_table(f"live, {adapter} adapter ({len(confident)} confident items streamed for TTFT)",
                         {m: summarise(got.results[m], escalated, got.ttft[m]) for m in runners}, missing)
     loop.close()
