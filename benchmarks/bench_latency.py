@@ -479,7 +479,7 @@ def run_live(args: argparse.Namespace, configs: dict[str, dict[str, Any]], missi
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--offline", action="store_true", help="replay the recorded runs instead of calling the models")
-    p.add_argument("--limit", type=int, help="N items spread over the set (default: 12 live, all offline)")
+    p.add_argument("--limit", type=int, help="N items spread over the set (default: 10 live, all offline)")
     p.add_argument("--adapters", default="langchain,litellm", help="live: comma-separated, langchain and/or litellm")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--runs", type=Path, default=RUNS, help="offline: the recorded runs")
@@ -490,11 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--below", type=float, help="early_abort.below (else the config's, else 0.8)")
     p.add_argument("--hedge-after-ms", type=float, help="hedge_after_ms (else the config's, else 2000)")
     p.add_argument("--max-tokens", type=int, default=128, help="live answer cap (the recording's: 128)")
-    p.add_argument("--ttft-items", type=int, default=4, help="live: confident items streamed for TTFT")
+    p.add_argument("--ttft-items", type=int, default=3, help="live: confident items streamed for TTFT")
     p.add_argument("--n-ctx", type=int, default=1024)
     args = p.parse_args(argv)
     if args.limit is None and not args.offline:
-        args.limit = 12  # 12 items x 4 modes x 2 adapters: about ten minutes on a busy 2-core machine
+        args.limit = 10  # 10 items x 4 modes x 2 adapters: about ten minutes on a busy 2-core machine
     base = yaml.safe_load(args.config.read_text(encoding="utf-8"))
     configs, missing = mode_configs(base, args.after_tokens, args.below, args.hedge_after_ms)
     if "sequential" not in configs:
