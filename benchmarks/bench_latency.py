@@ -260,8 +260,9 @@ def run_offline(args: argparse.Namespace, configs: dict[str, dict[str, Any]], mi
                               cost_usd=r.cost_usd, tokens_in=r.tokens_in, tokens_out=r.tokens_out)
         return answer
 
-    def attempt_ms(model: str, a: dict[str, Any]) -> float:
-        record = runs.get(current, model)
+    def attempt_ms(item_id: str, model: str, a: dict[str, Any]) -> float:
+        """The recorded latency, or the estimate up to the token where early abort cut the attempt."""
+        record = runs.get(item_id, model)
         assert record is not None
         cut = a.get("aborted_at_token")
         if cut is None:
@@ -284,11 +285,11 @@ def run_offline(args: argparse.Namespace, configs: dict[str, dict[str, Any]], mi
             attempts = [a for a in trace["attempts"] if a.get("purpose", "answer") == "answer"]
             served = trace.get("final_model")
             correct = served is not None and bool(runs.get(current, served).correct)  # type: ignore[union-attr]
-            latency = sum(attempt_ms(a["model"], a) for a in attempts)
+            latency = sum(attempt_ms(current, a["model"], a) for a in attempts)
             if any(hedge.values()):
                 latency, served, cancelled = hedged_timeline(
-                    models, hedge, {a["model"]: attempt_ms(a["model"], a) for a in attempts},
-                    {m: attempt_ms(m, {}) for m in models},
+                    models, hedge, {a["model"]: attempt_ms(current, a["model"], a) for a in attempts},
+                    {m: attempt_ms(current, m, {}) for m in models},
                     {m: bool(acceptable[m][row[current]]) for m in models},
                     {a["model"]: a.get("aborted_at_token") is not None for a in attempts}, served)
                 correct = served is not None and bool(runs.get(current, served).correct)  # type: ignore[union-attr]
