@@ -148,6 +148,9 @@ class ModelSpec(_Strict):
     confidence_method: str | None = None
     token_filter: TokenFilter | None = None
     quality: float | None = Field(None, description="automix: a quality figure such as benchmark accuracy")
+    hedge_after_ms: float | None = Field(
+        None, gt=0.0, description="start the next tier as well when this one has not answered in this many ms"
+    )
 
     @field_validator("size")
     @classmethod

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import hedge
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 CallFn = Callable[[TierCall], TierResult]
@@ -191,7 +192,10 @@ def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish |
 
 def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     """Drive ``policy`` to its end with every call whole (``io.live`` is not asked): :func:`drive` without a
-    live attempt, and without a generator's overhead on this hot path."""
+    live attempt, and without a generator's overhead on this hot path. A tier with ``hedge_after_ms`` takes
+    the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        return hedge.run(policy, io)
     action: Action = policy.start()
     while isinstance(action, CallTier):
         call = action.call
@@ -239,7 +243,10 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> A
 
 
 async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
-    """Drive ``policy`` to its end with async I/O, every call whole."""
+    """Drive ``policy`` to its end with async I/O, every call whole (hedged by :mod:`.hedge` where a tier
+    has ``hedge_after_ms``)."""
+    if policy.hedging:
+        return await hedge.arun(policy, io)
     ending = Ending()
     async for _ in adrive(policy, io, ending):
         pass

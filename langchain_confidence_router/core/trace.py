@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TRACE_SCHEMA_VERSION = 1
 
-Decision = Literal["accept", "escalate", "error", "fallback"]
+Decision = Literal["accept", "escalate", "error", "fallback", "cancelled"]
 Outcome = Literal["accepted", "fallback", "error", "handoff", "clarify", "pending"]
 Route = Literal["automated", "human_assisted", "human_primary", "clarify"]
 #: What a tier call is for: an answer, one of several samples (consistency), a judge's verdict on an
@@ -53,6 +53,7 @@ class AttemptTrace(BaseModel):
     tokens_out: int | None = None
     cost_usd: float | None = None
     streamed: bool = False
+    hedged: bool = Field(False, description="started as a hedge while an earlier attempt was still running")
     n_samples: int | None = Field(None, description="consistency: samples drawn")
     n_groups: int | None = Field(None, description="consistency: distinct answers among them")
     started_at: float = Field(default_factory=time.time)
