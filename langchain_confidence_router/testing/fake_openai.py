@@ -14,7 +14,7 @@ the last user message, which keeps tests readable:
 * ``[delay=SECONDS@MODEL]`` (``@MODEL`` optional, repeatable): that model waits this long before answering.
 
 While a model waits, the server watches its connection: a client that hangs up is noted in
-``disconnects`` (the model's name), and each request's arrival in ``arrivals`` (model, monotonic time),
+``disconnects`` (model, prompt), and each request's arrival in ``arrivals`` (model, monotonic time, prompt),
 so tests can see when a call started and that a cancelled one closed its connection.
 
 Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load tests.
@@ -73,8 +73,8 @@ class FakeOpenAIServer:
     port: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
     record_requests: bool = True
-    arrivals: list[tuple[str, float]] = field(default_factory=list)
-    disconnects: list[str] = field(default_factory=list)
+    arrivals: list[tuple[str, float, str]] = field(default_factory=list)
+    disconnects: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -160,11 +160,11 @@ class FakeOpenAIServer:
                                      status=404)
         prompt = _last_user_text(body.get("messages") or [])
         fault = self._fault_for(prompt, model)
-        self.arrivals.append((model, time.monotonic()))
+        self.arrivals.append((model, time.monotonic(), prompt))
         delay = self.latency_s + behaviour.latency_s + sum(
             float(seconds) for seconds, target in _DELAY_RE.findall(prompt) if not target or target == model)
         if delay:
-            await self._wait(model, delay)
+            await self._wait(model, prompt, delay)
         if fault == "timeout":
             await asyncio.sleep(self.timeout_sleep_s)
         if fault in ("500", "429", "400", "401"):
@@ -223,12 +223,12 @@ class FakeOpenAIServer:
         await resp.write_eof()
         return resp
 
-    async def _wait(self, model: str, seconds: float) -> None:
+    async def _wait(self, model: str, prompt: str, seconds: float) -> None:
         """Sleep ``seconds``; a client that hangs up meanwhile cancels the handler (``handler_cancellation``)."""
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
-            self.disconnects.append(model)
+            self.disconnects.append((model, prompt))
             raise
 
     def _fault_for(self, prompt: str, model: str) -> str | None:

@@ -1,0 +1,207 @@
+"""Hedging (``hedge_after_ms``) through both adapters, blocking and async, against a real local HTTP server.
+
+The upstream models are ``FakeOpenAIServer`` ones (real HTTP, real OpenAI-shaped logprobs); each prompt
+sets the models' delays with ``[delay=SECONDS@MODEL]`` and carries a unique marker, so the server's
+arrival times and client disconnects of one request can be found. Timing is only used for order (a call
+started after another, a request that returned before a slow answer could have come), with wide margins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+import pytest
+from langchain_openai import ChatOpenAI
+
+import litellm_hooks
+from langchain_confidence_router.core import RequestTrace
+from langchain_confidence_router.langchain import ConfidenceRouter
+from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
+from litellm_hooks import TRACE_KEY, register
+
+PRICE_IN, PRICE_OUT = 1e-6, 2e-6
+HEDGE_MS = 150.0
+PATHS = ["langchain.invoke", "langchain.ainvoke", "litellm.completion", "litellm.acompletion"]
+
+
+def cascade(first: str = "small", second: str = "large", hedge_after_ms: float | None = HEDGE_MS) -> dict[str, Any]:
+    priced = {"input_cost_per_token": PRICE_IN, "output_cost_per_token": PRICE_OUT}
+    head: dict[str, Any] = {"name": first, **priced}
+    if hedge_after_ms is not None:
+        head["hedge_after_ms"] = hedge_after_ms
+    return {"algorithm": {"confidence": {"threshold": 0.7, "escalation_order": "declared"}},
+            "models": [head, {"name": second, **priced}]}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAIServer]:
+    models = {"small": ModelBehaviour(confident_on_hard=False), "large": ModelBehaviour(),
+              "sure": ModelBehaviour(), "unsure": ModelBehaviour(confident_on_hard=False)}
+    with FakeOpenAIServer(models=models, timeout_sleep_s=1.0) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
+    register()
+    deployments = [{"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_base": server.base_url,
+                                                           "api_key": "test", "num_retries": 0}}
+                   for name in ("small", "large", "sure", "unsure")]
+    blocks = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure")}
+    deployments += [{"model_name": name, "litellm_params": {"model": f"confidence/{name}", "cascade": block}}
+                    for name, block in blocks.items()]
+    r = litellm.Router(model_list=deployments, num_retries=0)
+    register(r)
+    yield r
+    litellm_hooks.unbind_router(r)
+
+
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop for the async paths: the clients' cached connection pools belong to it."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def chat(server: FakeOpenAIServer, name: str) -> ChatOpenAI:
+    return ChatOpenAI(model=name, base_url=server.base_url, api_key="test", max_retries=0, timeout=5)
+
+
+def ask(path: str, server: FakeOpenAIServer, router: litellm.Router, block: str, prompt: str,
+        loop: asyncio.AbstractEventLoop) -> tuple[RequestTrace, str, str]:
+    """One request through ``path``: its trace, its answer text, and the marker its upstream calls carry."""
+    marker = f"[id:{uuid.uuid4().hex[:10]}]"
+    text = f"{prompt} {marker}"
+    if path.startswith("langchain"):
+        config = cascade() if block == "hedged" else cascade(hedge_after_ms=None) if block == "plain" else cascade(
+            "sure", "unsure")
+        names = [m["name"] for m in config["models"]]
+        lc = ConfidenceRouter(models={n: chat(server, n) for n in names}, config=config)
+        message = lc.invoke(text) if path.endswith(".invoke") else loop.run_until_complete(lc.ainvoke(text))
+        return RequestTrace.model_validate(message.response_metadata[TRACE_KEY]), str(message.content), marker
+    messages = [{"role": "user", "content": text}]
+    if path.endswith(".completion"):
+        response = router.completion(model=block, messages=messages)
+    else:
+        response = loop.run_until_complete(router.acompletion(model=block, messages=messages))
+    trace = RequestTrace.model_validate(response._hidden_params[TRACE_KEY])
+    return trace, response.choices[0].message.content, marker
+
+
+def arrivals(server: FakeOpenAIServer, marker: str) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for model, at, prompt in list(server.arrivals):
+        if marker in prompt:
+            out.setdefault(model, []).append(at)
+    return out
+
+
+def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
+def disconnected(server: FakeOpenAIServer, marker: str) -> list[str]:
+    return [model for model, prompt in list(server.disconnects) if marker in prompt]
+
+
+def decisions(trace: RequestTrace) -> list[tuple[str, str | None, bool]]:
+    return [(a.model, a.decision, a.hedged) for a in trace.attempts]
+
+
+# ---------------------------------------------------------------------------- off, and not too early
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_off_by_default_no_extra_call(path: str, server: FakeOpenAIServer, router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    trace, _, marker = ask(path, server, router, "plain", "What is 2 + 2? [delay=0.4@small]", loop)
+    assert decisions(trace) == [("small", "accept", False)]
+    assert set(arrivals(server, marker)) == {"small"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_hedge_before_hedge_after_ms(path: str, server: FakeOpenAIServer, router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    """Answered within hedge_after_ms: the next tier is never called."""
+    trace, _, marker = ask(path, server, router, "hedged", "What is 2 + 2? [delay=0.02@small]", loop)
+    assert decisions(trace) == [("small", "accept", False)]
+    time.sleep(HEDGE_MS / 1000.0)  # a hedge started late would show up by now
+    assert set(arrivals(server, marker)) == {"small"}
+
+
+# ---------------------------------------------------------------------------- who wins
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_confident_small_answer_first_wins_and_the_hedge_is_cancelled(
+        path: str, server: FakeOpenAIServer, router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    trace, text, marker = ask(path, server, router, "hedged", "What is 2 + 2? [delay=0.4@small] [delay=2@large]", loop)
+    assert text.startswith("small says")
+    assert decisions(trace) == [("small", "accept", False), ("large", "cancelled", True)]
+    came = arrivals(server, marker)
+    assert came["large"][0] - came["small"][0] >= HEDGE_MS / 1000.0 * 0.9  # started after hedge_after_ms
+    cancelled = trace.attempts[1]
+    assert "small" in cancelled.reason and cancelled.cost_usd is None  # no usage came back: unknown cost
+    assert trace.cost_complete is False and trace.total_cost_usd == pytest.approx(trace.attempts[0].cost_usd)
+    assert trace.total_latency_ms is not None and trace.total_latency_ms < 2000  # not held for the hedge
+    if path in ("langchain.invoke", "litellm.completion"):
+        return  # a blocking call cannot be interrupted: it runs on in its thread, its answer dropped
+    assert eventually(lambda: disconnected(server, marker)) == ["large"]  # the connection was closed
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rejected_small_answer_lets_the_running_hedge_win(
+        path: str, server: FakeOpenAIServer, router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    trace, text, marker = ask(path, server, router, "hedged", "What is 17 * 23? [hard] [delay=0.4@small] "
+                                                              "[delay=0.4@large]", loop)
+    assert text.startswith("large says")
+    assert decisions(trace) == [("small", "escalate", False), ("large", "accept", True)]
+    came = arrivals(server, marker)
+    assert len(came["large"]) == 1  # waited for, not called again
+    # the hedge ran alongside: the request took less than the two delays one after the other
+    assert trace.total_latency_ms is not None and trace.total_latency_ms < 800
+    assert trace.cost_complete and trace.total_cost_usd == pytest.approx(
+        sum(a.cost_usd or 0.0 for a in trace.attempts))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_acceptable_hedge_that_answers_first_wins(path: str, server: FakeOpenAIServer,
+                                                  router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    trace, text, marker = ask(path, server, router, "hedged", "What is 2 + 2? [delay=1.5@small]", loop)
+    assert text.startswith("large says")
+    assert decisions(trace) == [("small", "cancelled", False), ("large", "accept", True)]
+    assert "large" in trace.attempts[0].reason
+    assert trace.total_latency_ms is not None and trace.total_latency_ms < 1500
+    assert trace.final_model == "large" and trace.outcome == "accepted"
+    if path in ("langchain.ainvoke", "litellm.acompletion"):
+        assert eventually(lambda: disconnected(server, marker)) == ["small"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_unacceptable_hedge_that_answers_first_is_held_and_never_beats_an_acceptable_earlier_answer(
+        path: str, server: FakeOpenAIServer, router: litellm.Router,
+                  loop: asyncio.AbstractEventLoop) -> None:
+    """``sure`` (first tier) is confident but slow; ``unsure`` (the hedge) answers first, below threshold: it
+    is held, the earlier tier's acceptable answer wins, and the hedge is billed from its usage."""
+    trace, text, _ = ask(path, server, router, "reverse", "What is 17 * 23? [hard] [delay=0.4@sure]", loop)
+    assert text.startswith("sure says")
+    assert decisions(trace) == [("sure", "accept", False), ("unsure", "cancelled", True)]
+    hedge = trace.attempts[1]
+    assert hedge.tokens_out and hedge.cost_usd and hedge.cost_usd > 0  # it had answered: billed from usage
+    assert trace.cost_complete
+    assert trace.total_cost_usd == pytest.approx(trace.attempts[0].cost_usd + hedge.cost_usd)
