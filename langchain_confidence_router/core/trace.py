@@ -100,7 +100,8 @@ class RequestTrace(BaseModel):
     def add_attempt(self, attempt: AttemptTrace) -> None:
         self.attempts.append(attempt)
         if attempt.cost_usd is None:
-            if attempt.decision != "error":
+            # a failed call is not billed; neither is a hedge that had failed before it was cancelled
+            if attempt.decision != "error" and not (attempt.decision == "cancelled" and attempt.error):
                 self.cost_complete = False
         else:
             self.total_cost_usd += attempt.cost_usd
