@@ -116,6 +116,13 @@ def disconnected(server: FakeOpenAIServer, marker: str) -> list[str]:
     return [model for model, prompt in list(server.disconnects) if marker in prompt]
 
 
+def assert_overlapped(trace: RequestTrace) -> None:
+    """The hedge ran alongside: the request took less than its two attempts one after the other."""
+    first, second = trace.attempts
+    assert first.latency_ms is not None and second.latency_ms is not None and trace.total_latency_ms is not None
+    assert trace.total_latency_ms < first.latency_ms + second.latency_ms - 0.5 * HEDGE_MS
+
+
 def decisions(trace: RequestTrace) -> list[tuple[str, str | None, bool]]:
     return [(a.model, a.decision, a.hedged) for a in trace.attempts]
 
@@ -172,8 +179,7 @@ def test_rejected_small_answer_lets_the_running_hedge_win(
     assert decisions(trace) == [("small", "escalate", False), ("large", "accept", True)]
     came = arrivals(server, marker)
     assert len(came["large"]) == 1  # waited for, not called again
-    # the hedge ran alongside: the request took less than the two delays one after the other
-    assert trace.total_latency_ms is not None and trace.total_latency_ms < 800
+    assert_overlapped(trace)
     assert trace.cost_complete and trace.total_cost_usd == pytest.approx(
         sum(a.cost_usd or 0.0 for a in trace.attempts))
 
@@ -205,3 +211,71 @@ def test_unacceptable_hedge_that_answers_first_is_held_and_never_beats_an_accept
     assert hedge.tokens_out and hedge.cost_usd and hedge.cost_usd > 0  # it had answered: billed from usage
     assert trace.cost_complete
     assert trace.total_cost_usd == pytest.approx(trace.attempts[0].cost_usd + hedge.cost_usd)
+
+
+# ---------------------------------------------------------------------------- streamed requests
+
+STREAM_PATHS = ["langchain.astream", "litellm.acompletion-stream"]
+
+
+def ask_stream(path: str, server: FakeOpenAIServer, router: litellm.Router, prompt: str,
+               loop: asyncio.AbstractEventLoop, block: str = "hedged") -> tuple[RequestTrace, list[str], str]:
+    """One streamed request: its trace, the text of each content chunk the caller got, and its marker."""
+    marker = f"[id:{uuid.uuid4().hex[:10]}]"
+    text = f"{prompt} {marker}"
+
+    async def langchain() -> tuple[RequestTrace, list[str]]:
+        config = cascade() if block == "hedged" else cascade(hedge_after_ms=None)
+        lc = ConfidenceRouter(models={n: chat(server, n) for n in ("small", "large")}, config=config)
+        chunks = [c async for c in lc.astream(text)]
+        return (RequestTrace.model_validate(chunks[-1].response_metadata[TRACE_KEY]),
+                [c.text for c in chunks if c.text])
+
+    async def litellm_stream() -> tuple[RequestTrace, list[str]]:
+        stream = await router.acompletion(model=block, messages=[{"role": "user", "content": text}], stream=True)
+        chunks = [c async for c in stream]
+        trace = next(c._hidden_params[TRACE_KEY] for c in chunks if TRACE_KEY in (c._hidden_params or {}))
+        parts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        return RequestTrace.model_validate(trace), parts
+
+    trace, parts = loop.run_until_complete(langchain() if path.startswith("langchain") else litellm_stream())
+    return trace, parts, marker
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_stream_hedge_into_the_live_tier_streams_it_once_the_earlier_answer_is_rejected(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    trace, parts, marker = ask_stream(path, server, router, "What is 17 * 23? [hard] [delay=0.4@small] "
+                                                            "[delay=0.3@large]", loop)
+    assert "".join(parts) == "large says: the answer is 42." and len(parts) > 3  # streamed, not one blob
+    assert decisions(trace) == [("small", "escalate", False), ("large", "accept", True)]
+    assert len(arrivals(server, marker)["large"]) == 1 and trace.attempts[1].streamed
+    assert_overlapped(trace)
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_stream_hedge_that_finished_first_is_held_then_released(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    """The live hedge's whole answer is in before the earlier tier is judged: nothing is shown until then."""
+    trace, parts, _ = ask_stream(path, server, router, "What is 17 * 23? [hard] [delay=0.5@small]", loop)
+    assert "".join(parts) == "large says: the answer is 42." and len(parts) > 3
+    assert decisions(trace) == [("small", "escalate", False), ("large", "accept", True)]
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_stream_confident_earlier_answer_wins_and_the_live_hedge_is_closed_unseen(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    trace, parts, marker = ask_stream(path, server, router, "What is 2 + 2? [delay=0.4@small] [delay=2@large]", loop)
+    assert parts == ["small says: the answer is 42."]  # the accepted gated answer, as one chunk; no large token
+    assert decisions(trace) == [("small", "accept", False), ("large", "cancelled", True)]
+    assert eventually(lambda: disconnected(server, marker)) == ["large"]
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_stream_without_hedge_after_ms_is_sequential(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    trace, parts, marker = ask_stream(path, server, router, "What is 17 * 23? [hard] [delay=0.3@small]", loop,
+                                      block="plain")
+    assert "".join(parts) == "large says: the answer is 42."
+    came = arrivals(server, marker)
+    assert came["large"][0] - came["small"][0] >= 0.3 and not any(a.hedged for a in trace.attempts)

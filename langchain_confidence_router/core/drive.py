@@ -224,7 +224,12 @@ class Ending:
 
 
 async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> AsyncIterator[Any]:
-    """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``."""
+    """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``.
+    A tier with ``hedge_after_ms`` takes the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        async for out in hedge.adrive(policy, io, ending):
+            yield out
+        return
     action: Action = policy.start()
     while isinstance(action, CallTier):
         call = action.call

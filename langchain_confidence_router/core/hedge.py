@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 if TYPE_CHECKING:
-    from .drive import AsyncAttemptIO, AttemptIO, Step
+    from collections.abc import AsyncIterator
+
+    from .drive import AsyncAttemptIO, AsyncLiveStream, AttemptIO, Ending, Step
 
 #: Threads for blocking hedged requests (each needs two: the attempt and its hedge). Beyond that, requests
 #: run sequentially rather than wait for a thread.
@@ -51,6 +53,9 @@ class Flight:
     error: BaseException | None = None
     latency_ms: float | None = None
     hedge_checked: bool = False  # whether its hedge_after_ms has passed (and a hedge was asked for)
+    live: AsyncLiveStream | None = None  # a hedge the adapter streams live: its chunks wait in `chunks`
+    chunks: list[Any] | None = None
+    more: asyncio.Event | None = None
 
     @property
     def done(self) -> bool:
@@ -67,11 +72,14 @@ class Flight:
 def _report(policy: CascadePolicy, io: Any, flight: Flight) -> Step:
     from .drive import Step
 
+    call = flight.call
+    # a live hedge is committed once its chunks reached the user; a whole call as its adapter says
+    committed = flight.live.visible if flight.live is not None else io.committed(call)
     if flight.error is not None:
-        return Step(flight.call, policy.on_error(flight.call, flight.error, flight.latency_ms), flight.error)
+        visible = flight.live is not None and flight.live.visible
+        return Step(call, policy.on_error(call, flight.error, flight.latency_ms, committed=visible), flight.error)
     assert flight.result is not None
-    return Step(flight.call, policy.on_result(flight.call, flight.result, flight.latency_ms,
-                                              committed=io.committed(flight.call)))
+    return Step(call, policy.on_result(call, flight.result, flight.latency_ms, committed=committed))
 
 
 def _cancelled(policy: CascadePolicy, flight: Flight, final: Action | None) -> Step:
@@ -104,6 +112,22 @@ def _speculate(policy: CascadePolicy, io: Any, head: Flight) -> TierCall | None:
 
 async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
     """:func:`.drive.arun` with hedging: every call whole, the next tier started after ``hedge_after_ms``."""
+    from .drive import Ending
+
+    ending = Ending()
+    async for _ in adrive(policy, io, ending, streaming=False):
+        pass
+    return ending.final()
+
+
+async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, streaming: bool = True
+                 ) -> AsyncIterator[Any]:
+    """:func:`.drive.adrive` with hedging. A hedge into a call the adapter streams live (the final tier)
+    opens its stream at once but shows nothing: its chunks are buffered until the earlier attempt is
+    rejected, then passed on, and the rest streams live. Such a hedge never wins before the earlier
+    attempt is judged (judging it needs the whole answer, and then it would already be shown)."""
+    from .drive import astream_attempt
+
     action: Action = policy.start()
     head: Flight | None = None
     hedge: Flight | None = None
@@ -111,10 +135,23 @@ async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
         while True:
             if head is None:
                 if not isinstance(action, CallTier):
-                    return action
-                await io.begin(action.call)
-                head = _astart(io, action.call)
-            if not head.done:
+                    ending.action = action
+                    return
+                call = action.call
+                await io.begin(call)
+                live = io.live(call) if streaming else None
+                if live is not None:  # streamed to the user as it is written, as without hedging
+                    done: list[Step] = []
+                    async for out in astream_attempt(policy, call, live, io.timeout(call), done):
+                        yield out
+                    await io.end(done[0])
+                    action = done[0].action
+                    continue
+                head = _astart(io, call)
+            if head.live is not None:  # an adopted live hedge: pass on what it buffered, then stream on
+                async for out in _release(head):
+                    yield out
+            elif not head.done:
                 wait_s = head.wait_s() if hedge is None else None
                 pending = {f.handle for f in (head, hedge) if f is not None and not f.done}
                 await asyncio.wait(pending, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
@@ -129,7 +166,7 @@ async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
                         await _acancel(hedge)
                         await io.end(_cancelled(policy, hedge, action))
                         hedge = None
-            elif hedge is not None and hedge.done:
+            elif hedge is not None and hedge.done and hedge.live is None:
                 if hedge.error is None and hedge.result is not None and policy.preview(hedge.call, hedge.result):
                     await _acancel(head)  # the hedge answered first and is acceptable: it wins
                     step = _cancelled(policy, head, None)
@@ -137,8 +174,7 @@ async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
                     action, head = step.action, None
                     if isinstance(action, CallTier) and action.call is hedge.call:
                         head, hedge = hedge, None
-                    # else (never with the policy's rules): the hedge is not wanted after all
-                    else:
+                    else:  # never with the policy's rules: the hedge is not wanted after all
                         await io.end(_cancelled(policy, hedge, action))
                         hedge = None
                 # else: held, reported in order once the earlier attempt is judged
@@ -146,7 +182,8 @@ async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
                 call = _speculate(policy, io, head)
                 if call is not None:
                     await io.begin(call)
-                    hedge = _astart(io, call)
+                    live = io.live(call) if streaming else None
+                    hedge = _astart(io, call) if live is None else _astart_live(io, call, live)
     finally:
         for flight in (head, hedge):
             if flight is not None and not flight.done:
@@ -169,6 +206,53 @@ async def _afly(io: AsyncAttemptIO, flight: Flight) -> None:
     except Exception as exc:
         flight.error = timeout_error(exc, timeout, "no answer")
     flight.latency_ms = _ms(flight.t0)
+
+
+def _astart_live(io: AsyncAttemptIO, call: TierCall, live: AsyncLiveStream) -> Flight:
+    flight = Flight(call, time.perf_counter(), live=live, chunks=[], more=asyncio.Event())
+    flight.handle = asyncio.ensure_future(_afly_live(flight, live, io.timeout(call)))
+    return flight
+
+
+async def _afly_live(flight: Flight, live: AsyncLiveStream, timeout: float | None) -> None:
+    """Read a live hedge's stream into its buffer (the same bounds as drive.astream_attempt); cancelling
+    the task closes the stream."""
+    from .drive import timeout_error, within
+
+    assert flight.chunks is not None and flight.more is not None
+    try:
+        async with asyncio.timeout(timeout):
+            chunks = await live.open()
+        async for chunk in within(chunks, timeout):
+            flight.chunks.append(chunk)
+            flight.more.set()
+    except Exception as exc:
+        flight.error = timeout_error(exc, timeout, "no chunk")
+    flight.latency_ms = _ms(flight.t0)
+    flight.more.set()
+
+
+async def _release(flight: Flight) -> AsyncIterator[Any]:
+    """An adopted live hedge: each buffered and then arriving chunk through ``live.add``, to the user."""
+    live, chunks, more = flight.live, flight.chunks, flight.more
+    assert live is not None and chunks is not None and more is not None
+    sent = 0
+    while True:
+        while sent < len(chunks):
+            out = live.add(chunks[sent])
+            sent += 1
+            if out is not None:
+                yield out
+        if flight.done:
+            break
+        more.clear()
+        if sent == len(chunks) and not flight.done:
+            await more.wait()
+    if flight.error is None:
+        try:
+            flight.result = live.result()
+        except Exception as exc:
+            flight.error = exc
 
 
 async def _acancel(flight: Flight) -> None:
