@@ -215,7 +215,7 @@ def test_unacceptable_hedge_that_answers_first_is_held_and_never_beats_an_accept
 
 # ---------------------------------------------------------------------------- streamed requests
 
-STREAM_PATHS = ["langchain.astream", "litellm.acompletion-stream"]
+STREAM_PATHS = ["langchain.stream", "langchain.astream", "litellm.completion-stream", "litellm.acompletion-stream"]
 
 
 def ask_stream(path: str, server: FakeOpenAIServer, router: litellm.Router, prompt: str,
@@ -224,22 +224,26 @@ def ask_stream(path: str, server: FakeOpenAIServer, router: litellm.Router, prom
     marker = f"[id:{uuid.uuid4().hex[:10]}]"
     text = f"{prompt} {marker}"
 
-    async def langchain() -> tuple[RequestTrace, list[str]]:
+    messages = [{"role": "user", "content": text}]
+    if path.startswith("langchain"):
         config = cascade() if block == "hedged" else cascade(hedge_after_ms=None)
         lc = ConfidenceRouter(models={n: chat(server, n) for n in ("small", "large")}, config=config)
-        chunks = [c async for c in lc.astream(text)]
+
+        async def achunks() -> list[Any]:
+            return [c async for c in lc.astream(text)]
+
+        chunks = list(lc.stream(text)) if path.endswith(".stream") else loop.run_until_complete(achunks())
         return (RequestTrace.model_validate(chunks[-1].response_metadata[TRACE_KEY]),
-                [c.text for c in chunks if c.text])
+                [c.text for c in chunks if c.text], marker)
 
-    async def litellm_stream() -> tuple[RequestTrace, list[str]]:
-        stream = await router.acompletion(model=block, messages=[{"role": "user", "content": text}], stream=True)
-        chunks = [c async for c in stream]
-        trace = next(c._hidden_params[TRACE_KEY] for c in chunks if TRACE_KEY in (c._hidden_params or {}))
-        parts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-        return RequestTrace.model_validate(trace), parts
+    async def acollect() -> list[Any]:
+        return [c async for c in await router.acompletion(model=block, messages=messages, stream=True)]
 
-    trace, parts = loop.run_until_complete(langchain() if path.startswith("langchain") else litellm_stream())
-    return trace, parts, marker
+    chunks = list(router.completion(model=block, messages=messages, stream=True)) if path.startswith(
+        "litellm.completion") else loop.run_until_complete(acollect())
+    trace = next(c._hidden_params[TRACE_KEY] for c in chunks if TRACE_KEY in (c._hidden_params or {}))
+    parts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    return RequestTrace.model_validate(trace), parts, marker
 
 
 @pytest.mark.parametrize("path", STREAM_PATHS)
@@ -268,6 +272,8 @@ def test_stream_confident_earlier_answer_wins_and_the_live_hedge_is_closed_unsee
     trace, parts, marker = ask_stream(path, server, router, "What is 2 + 2? [delay=0.4@small] [delay=2@large]", loop)
     assert parts == ["small says: the answer is 42."]  # the accepted gated answer, as one chunk; no large token
     assert decisions(trace) == [("small", "accept", False), ("large", "cancelled", True)]
+    if path in ("langchain.stream", "litellm.completion-stream"):
+        return  # a blocking stream is closed when its next chunk arrives (here after the 2 s delay)
     assert eventually(lambda: disconnected(server, marker)) == ["large"]
 
 

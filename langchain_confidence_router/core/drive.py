@@ -178,7 +178,10 @@ async def astream_attempt(policy: CascadePolicy, call: TierCall, live: AsyncLive
 
 
 def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish | Fail]:
-    """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action."""
+    """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action.
+    A tier with ``hedge_after_ms`` takes the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        return (yield from hedge.drive(policy, io))
     action: Action = policy.start()
     while isinstance(action, CallTier):
         call = action.call

@@ -22,6 +22,7 @@ its answer is dropped when it comes. When the pool is busy the request runs with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import time
@@ -33,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Generator
 
-    from .drive import AsyncAttemptIO, AsyncLiveStream, AttemptIO, Ending, Step
+    from .drive import AsyncAttemptIO, AsyncLiveStream, AttemptIO, Ending, Step, SyncLiveStream
 
 #: Threads for blocking hedged requests (each needs two: the attempt and its hedge). Beyond that, requests
 #: run sequentially rather than wait for a thread.
@@ -53,9 +54,11 @@ class Flight:
     error: BaseException | None = None
     latency_ms: float | None = None
     hedge_checked: bool = False  # whether its hedge_after_ms has passed (and a hedge was asked for)
-    live: AsyncLiveStream | None = None  # a hedge the adapter streams live: its chunks wait in `chunks`
+    live: Any = None  # a hedge the adapter streams live (a Sync/AsyncLiveStream): its chunks wait in `chunks`
     chunks: list[Any] | None = None
-    more: asyncio.Event | None = None
+    more: asyncio.Event | None = None  # async: set when a chunk arrives
+    ready: threading.Condition | None = None  # blocking: notified when a chunk arrives
+    cancelled: bool = False
 
     @property
     def done(self) -> bool:
@@ -284,71 +287,96 @@ def _executor() -> ThreadPoolExecutor:
 def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     """:func:`.drive.run` with hedging. An attempt that may be hedged runs on a pool thread, so the request
     thread can start the hedge on time and return the first acceptable answer."""
-    from .drive import attempt
+    chunks = drive(policy, io, streaming=False)
+    while True:
+        try:
+            next(chunks)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+
+def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Generator[Any, None, Finish | Fail]:
+    """:func:`.drive.drive` with hedging; a live hedge is buffered unseen as in :func:`adrive`. A blocking
+    stream cannot be interrupted either: a cancelled one is closed when its next chunk arrives."""
+    from .drive import attempt, stream_attempt
 
     action: Action = policy.start()
     head: Flight | None = None
     hedge: Flight | None = None
-    while True:
-        if head is None:
-            if not isinstance(action, CallTier):
-                return action
-            call = action.call
-            io.begin(call)
-            head = _start(io, call) if call.tier.spec.hedge_after_ms is not None else None
-            if head is None:  # not hedged here (or no thread free): the plain blocking attempt
-                step = attempt(policy, call, io)
-                io.end(step)
-                action = step.action
-                continue
-        if not head.done:
-            wait_s = head.wait_s() if hedge is None else None
-            pending = [f.handle for f in (head, hedge) if f is not None and not f.done]
-            wait_futures(pending, timeout=wait_s, return_when=FIRST_COMPLETED)
-        if head.done:
-            step = _report(policy, io, head)
-            io.end(step)
-            action, head = step.action, None
-            if hedge is not None:
-                if isinstance(action, CallTier) and action.call is hedge.call:
-                    head, hedge = hedge, None
-                else:
-                    _cancel(hedge)
-                    io.end(_cancelled(policy, hedge, action))
-                    hedge = None
-        elif hedge is not None and hedge.done:
-            if hedge.error is None and hedge.result is not None and policy.preview(hedge.call, hedge.result):
-                _cancel(head)
-                step = _cancelled(policy, head, None)
+    try:
+        while True:
+            if head is None:
+                if not isinstance(action, CallTier):
+                    return action
+                call = action.call
+                io.begin(call)
+                live = io.live(call) if streaming else None
+                head = _start(io, call) if live is None and call.tier.spec.hedge_after_ms is not None else None
+                if head is None:  # not hedged here (or no thread free, or streamed live): as without hedging
+                    step = attempt(policy, call, io) if live is None else (
+                        yield from stream_attempt(policy, call, live))
+                    io.end(step)
+                    action = step.action
+                    continue
+            if head.live is not None:  # an adopted live hedge: pass on what it buffered, then stream on
+                yield from _release_sync(head)
+            elif not head.done:
+                wait_s = head.wait_s() if hedge is None else None
+                pending = [f.handle for f in (head, hedge) if f is not None and not f.done]
+                wait_futures(pending, timeout=wait_s, return_when=FIRST_COMPLETED)
+            if head.done:
+                step = _report(policy, io, head)
                 io.end(step)
                 action, head = step.action, None
-                if isinstance(action, CallTier) and action.call is hedge.call:
-                    head, hedge = hedge, None
-                else:
-                    io.end(_cancelled(policy, hedge, action))
-                    hedge = None
-        elif hedge is None and not head.hedge_checked:
-            if not _slots.acquire(blocking=False):
-                head.hedge_checked = True  # no thread free: this attempt goes unhedged
-                continue
-            call = _speculate(policy, io, head)
-            if call is None:
-                _slots.release()
-                continue
-            try:
-                io.begin(call)
-            except BaseException:
-                _slots.release()
-                raise
-            hedge = _start(io, call, slot_held=True)
+                if hedge is not None:
+                    if isinstance(action, CallTier) and action.call is hedge.call:
+                        head, hedge = hedge, None
+                    else:
+                        _cancel(hedge)
+                        io.end(_cancelled(policy, hedge, action))
+                        hedge = None
+            elif hedge is not None and hedge.done and hedge.live is None:
+                if hedge.error is None and hedge.result is not None and policy.preview(hedge.call, hedge.result):
+                    _cancel(head)
+                    step = _cancelled(policy, head, None)
+                    io.end(step)
+                    action, head = step.action, None
+                    if isinstance(action, CallTier) and action.call is hedge.call:
+                        head, hedge = hedge, None
+                    else:
+                        io.end(_cancelled(policy, hedge, action))
+                        hedge = None
+            elif hedge is None and not head.hedge_checked:
+                if not _slots.acquire(blocking=False):
+                    head.hedge_checked = True  # no thread free: this attempt goes unhedged
+                    continue
+                call = _speculate(policy, io, head)
+                if call is None:
+                    _slots.release()
+                    continue
+                try:
+                    io.begin(call)
+                    live = io.live(call) if streaming else None
+                except BaseException:
+                    _slots.release()
+                    raise
+                hedge = _start(io, call, slot_held=True, live=live)
+    finally:
+        for flight in (head, hedge):
+            if flight is not None:
+                _cancel(flight)
 
 
-def _start(io: AttemptIO, call: TierCall, slot_held: bool = False) -> Flight | None:
+def _start(io: AttemptIO, call: TierCall, slot_held: bool = False, live: SyncLiveStream | None = None
+           ) -> Flight | None:
     """Run ``call`` on a pool thread (in a copy of this context); None when no thread is free."""
     if not slot_held and not _slots.acquire(blocking=False):
         return None
     flight = Flight(call, time.perf_counter())
-    future: Future[None] = _executor().submit(contextvars.copy_context().run, _fly, io, flight)
+    if live is not None:
+        flight.live, flight.chunks, flight.ready = live, [], threading.Condition()
+    target = _fly if live is None else _fly_live
+    future: Future[None] = _executor().submit(contextvars.copy_context().run, target, io, flight)
     flight.handle = future
     return flight
 
@@ -364,8 +392,61 @@ def _fly(io: AttemptIO, flight: Flight) -> None:
             flight.latency_ms = _ms(flight.t0)
 
 
+def _fly_live(io: AttemptIO, flight: Flight) -> None:
+    """Read a live hedge's blocking stream into its buffer; stop (closing it) at the first chunk after a cancel."""
+    live, ready, chunks = flight.live, flight.ready, flight.chunks
+    assert live is not None and ready is not None and chunks is not None
+    stream: Any = None
+    try:
+        stream = live.open()  # type: ignore[union-attr]
+        for chunk in stream:
+            if flight.cancelled:
+                break
+            with ready:
+                chunks.append(chunk)
+                ready.notify_all()
+    except Exception as exc:
+        flight.error = exc
+    finally:
+        close = getattr(stream, "close", None)
+        if flight.cancelled and close is not None:
+            with contextlib.suppress(Exception):
+                close()
+        _slots.release()
+        with ready:
+            if flight.latency_ms is None:
+                flight.latency_ms = _ms(flight.t0)
+            ready.notify_all()
+
+
+def _release_sync(flight: Flight) -> Generator[Any, None, None]:
+    """An adopted live hedge (blocking): each buffered and then arriving chunk through ``live.add``."""
+    live, ready, chunks = flight.live, flight.ready, flight.chunks
+    assert live is not None and ready is not None and chunks is not None
+    sent = 0
+    while True:
+        with ready:
+            while sent == len(chunks) and not flight.done:
+                ready.wait()
+            batch, finished = chunks[sent:], flight.done
+        for chunk in batch:
+            sent += 1
+            out = live.add(chunk)
+            if out is not None:
+                yield out
+        if finished and sent == len(chunks):
+            break
+    if flight.error is None:
+        try:
+            flight.result = live.result()
+        except Exception as exc:
+            flight.error = exc
+
+
 def _cancel(flight: Flight) -> None:
-    """Stop waiting for a blocking attempt: it cannot be interrupted; whatever it returns is dropped."""
+    """Stop waiting for a blocking attempt: it cannot be interrupted; whatever it returns is dropped (a live
+    stream is closed at its next chunk)."""
+    flight.cancelled = True
     if not flight.done:
         flight.latency_ms = _ms(flight.t0)
         flight.result, flight.error = None, None
