@@ -285,3 +285,20 @@ def test_stream_without_hedge_after_ms_is_sequential(
     assert "".join(parts) == "large says: the answer is 42."
     came = arrivals(server, marker)
     assert came["large"][0] - came["small"][0] >= 0.3 and not any(a.hedged for a in trace.attempts)
+
+
+def test_langchain_stream_events_never_see_a_hedge_that_may_lose(
+        server: FakeOpenAIServer, loop: asyncio.AbstractEventLoop) -> None:
+    """Under astream_events the final tier's tokens reach the event stream as they are written, so the
+    router does not hedge into it: a cancelled answer's tokens could not be taken back."""
+    lc = ConfidenceRouter(models={n: chat(server, n) for n in ("small", "large")}, config=cascade())
+    marker = f"[id:{uuid.uuid4().hex[:10]}]"
+
+    async def events() -> list[Any]:
+        return [e async for e in lc.astream_events(f"What is 2 + 2? [delay=0.4@small] {marker}", version="v2")]
+
+    seen = loop.run_until_complete(events())
+    time.sleep(HEDGE_MS / 1000.0)
+    assert set(arrivals(server, marker)) == {"small"}
+    assert not [e for e in seen if e["event"] == "on_chat_model_stream"
+                and e["metadata"].get("confidence_router_tier") == "large"]
