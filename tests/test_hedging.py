@@ -55,7 +55,8 @@ def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
     deployments = [{"model_name": name, "litellm_params": {"model": f"openai/{name}", "api_base": server.base_url,
                                                            "api_key": "test", "num_retries": 0}}
                    for name in ("small", "large", "sure", "unsure")]
-    blocks = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure")}
+    blocks = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure"),
+              "late": cascade(hedge_after_ms=60_000)}
     deployments += [{"model_name": name, "litellm_params": {"model": f"confidence/{name}", "cascade": block}}
                     for name, block in blocks.items()]
     r = litellm.Router(model_list=deployments, num_retries=0)
@@ -82,8 +83,8 @@ def ask(path: str, server: FakeOpenAIServer, router: litellm.Router, block: str,
     marker = f"[id:{uuid.uuid4().hex[:10]}]"
     text = f"{prompt} {marker}"
     if path.startswith("langchain"):
-        config = cascade() if block == "hedged" else cascade(hedge_after_ms=None) if block == "plain" else cascade(
-            "sure", "unsure")
+        config = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure"),
+                  "late": cascade(hedge_after_ms=60_000)}[block]
         names = [m["name"] for m in config["models"]]
         lc = ConfidenceRouter(models={n: chat(server, n) for n in names}, config=config)
         message = lc.invoke(text) if path.endswith(".invoke") else loop.run_until_complete(lc.ainvoke(text))
@@ -159,7 +160,8 @@ def test_confident_small_answer_first_wins_and_the_hedge_is_cancelled(
     assert text.startswith("small says")
     assert decisions(trace) == [("small", "accept", False), ("large", "cancelled", True)]
     came = arrivals(server, marker)
-    assert came["large"][0] - came["small"][0] >= HEDGE_MS / 1000.0 * 0.9  # started after hedge_after_ms
+    # started after hedge_after_ms (counted from the call's start in the client, which the server sees later)
+    assert came["large"][0] - came["small"][0] >= HEDGE_MS / 1000.0 / 2
     cancelled = trace.attempts[1]
     assert "small" in cancelled.reason and cancelled.cost_usd is None  # no usage came back: unknown cost
     assert trace.cost_complete is False and trace.total_cost_usd == pytest.approx(trace.attempts[0].cost_usd)
@@ -302,3 +304,16 @@ def test_langchain_stream_events_never_see_a_hedge_that_may_lose(
     assert set(arrivals(server, marker)) == {"small"}
     assert not [e for e in seen if e["event"] == "on_chat_model_stream"
                 and e["metadata"].get("confidence_router_tier") == "large"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("prompt", ["What is 2 + 2?", "What is 17 * 23? [hard]", "Hi [hard] [fault=500@small]",
+                                    "Hi [hard] [fault=no_logprobs@small]"])
+def test_a_hedge_that_never_fires_changes_nothing(path: str, prompt: str, server: FakeOpenAIServer,
+                                                  router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    """The hedging drive loop, when no hedge starts, decides and traces exactly as the sequential one."""
+    def seen(block: str) -> list[tuple[str, str | None, str, float | None, int | None]]:
+        trace, _, _ = ask(path, server, router, block, prompt, loop)
+        return [(a.model, a.decision, a.reason, a.cost_usd, a.tokens_out) for a in trace.attempts]
+
+    assert seen("late") == seen("plain")

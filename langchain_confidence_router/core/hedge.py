@@ -1,8 +1,8 @@
 """Hedging: when a tier has not answered within its ``hedge_after_ms``, start the next tier's call as well.
 
 The policy decides (:meth:`~.policy.CascadePolicy.speculate`, ``preview``, ``on_cancelled``); this module
-runs the two calls at once for :func:`.drive.run` and :func:`.drive.arun` (whole answers; streamed requests
-are not hedged). The rules, in escalation order:
+runs the two calls at once for the four drive loops of :mod:`.drive`, which come here when a tier has
+``hedge_after_ms``. The rules, in escalation order:
 
 * the earlier attempt is reported to the policy first, as without hedging. Accepted: it wins and the hedge
   is cancelled. Rejected (or failed and skipped): the policy asks for the next tier, which is the hedge
@@ -17,6 +17,10 @@ Async attempts are tasks (a tier call never runs in the request's own task: Lite
 variables would pile up there); cancelling one closes its HTTP request. Blocking attempts run on a small
 shared thread pool; a blocking call cannot be interrupted, so a cancelled one runs on in its thread and
 its answer is dropped when it comes. When the pool is busy the request runs without hedging.
+
+A hedge into a call the adapter streams live (the final tier of a streamed request) reads its stream into
+a buffer without passing anything on; once adopted its chunks go through ``live.add`` (which is what shows
+them) and the rest streams live. It never wins before the earlier attempt is judged.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ class Flight:
     chunks: list[Any] | None = None
     more: asyncio.Event | None = None  # async: set when a chunk arrives
     ready: threading.Condition | None = None  # blocking: notified when a chunk arrives
-    cancelled: bool = False
+    cancelled: bool = False  # blocking: stop reading (a thread cannot be interrupted)
 
     @property
     def done(self) -> bool:

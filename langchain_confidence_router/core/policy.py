@@ -299,11 +299,15 @@ class CascadePolicy:
         if error is not None:
             attempt.error = describe_exception(error)
             attempt.error_kind = classify_error(error)
-        if self._done or self._closing:
+        if call is self._hedge:  # the hedge, not needed
             self._hedge = None
             winner = self.trace.final_model
-            attempt.reason = (f"cancelled: {winner} answered first ({self.trace.outcome})" if winner
-                              else f"cancelled: the request ended ({self.trace.outcome})")
+            if not self._done:
+                attempt.reason = "cancelled: not needed (the policy asked for another call)"
+            elif winner:
+                attempt.reason = f"cancelled: {winner} answered first ({self.trace.outcome})"
+            else:
+                attempt.reason = f"cancelled: the request ended ({self.trace.outcome})"
             self._record(attempt)
             if self._closing:
                 self._closing = False
