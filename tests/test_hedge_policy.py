@@ -179,3 +179,28 @@ def test_a_budget_spent_by_the_earlier_attempt_cancels_the_hedge() -> None:
     assert isinstance(action, Finish) and action.trace.outcome == "fallback"
     assert policy.on_cancelled(hedge, 300.0) is None
     assert [a.decision for a in action.trace.attempts] == ["fallback", "cancelled"]
+
+
+def test_an_adapter_hook_failing_after_the_answer_still_closes_the_trace() -> None:
+    """Driven by core/hedge.py with plain call functions: the head answers after its hedge started, the
+    adapter's end hook then raises; the request's trace is still closed with the hedge recorded."""
+    import asyncio
+
+    from langchain_confidence_router.core import drive
+
+    cas = cascade({"name": "s", "hedge_after_ms": 20, **PRICED}, {"name": "l", **PRICED})
+    seen: list[list[str | None]] = []
+    cas.add_observer(lambda trace, _req, _ans: seen.append([a.decision for a in trace.attempts]))
+
+    class FailingEnd(drive.AsyncAttemptIO):
+        async def call(self, call: Any) -> TierResult:
+            await asyncio.sleep(0.1 if call.tier.name == "s" else 5.0)
+            return SURE
+
+        async def end(self, step: Any) -> None:
+            if isinstance(step.action, Finish):
+                raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        asyncio.run(drive.arun(cas.policy(), FailingEnd()))
+    assert seen == [["accept", "cancelled"]]

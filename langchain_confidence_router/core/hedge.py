@@ -105,6 +105,14 @@ def _settled(action: Action, number: int) -> Action:
     return replace(action, settled=(number,))
 
 
+def _abandoned(policy: CascadePolicy, hedge: Flight | None) -> None:
+    """The drive stopped early (an adapter hook raised, the caller stopped reading) with a hedge the policy
+    still waits for: record it, so a request that had ended still closes its trace."""
+    if hedge is not None and policy.hedge_in_flight is hedge.call and policy.done:
+        with contextlib.suppress(Exception):
+            policy.on_cancelled(hedge.call, hedge.latency_ms if hedge.done else _ms(hedge.t0))
+
+
 def _speculate(policy: CascadePolicy, io: Any, head: Flight) -> TierCall | None:
     head.hedge_checked = True
     call = policy.speculate(head.call)
@@ -195,6 +203,7 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
         for flight in (head, hedge):
             if flight is not None and not flight.done:
                 flight.handle.cancel()
+        _abandoned(policy, hedge)
 
 
 def _astart(io: AsyncAttemptIO, call: TierCall) -> Flight:
@@ -369,6 +378,7 @@ def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Ge
         for flight in (head, hedge):
             if flight is not None:
                 _cancel(flight)
+        _abandoned(policy, hedge)
 
 
 def _start(io: AttemptIO, call: TierCall, slot_held: bool = False, live: SyncLiveStream | None = None

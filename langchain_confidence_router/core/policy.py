@@ -319,6 +319,11 @@ class CascadePolicy:
         self._record(attempt)
         return self._settled(call, self._next_action())
 
+    @property
+    def hedge_in_flight(self) -> TierCall | None:
+        """The hedge started with :meth:`on_hedge` that no report has adopted or cancelled yet."""
+        return self._hedge
+
     def attempt_trace(self, number: int) -> AttemptTrace | None:
         """The record of call number ``number`` (``TierCall.attempt``), once that call was reported."""
         return self._by_call.get(number)
