@@ -125,6 +125,7 @@ def test_accepted_answer_keeps_the_trace_open_until_the_hedge_is_recorded() -> N
     trace: RequestTrace = finish.trace
     loser = trace.attempts[1]
     assert loser.hedged and "s answered first" in loser.reason and loser.latency_ms == 150.0
+    assert trace.reasons[-1] == f"m: {loser.reason}"
     assert loser.cost_usd is None and not trace.cost_complete  # cancelled before any usage came back
     assert trace.total_latency_ms is not None
 

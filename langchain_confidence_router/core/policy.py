@@ -309,6 +309,7 @@ class CascadePolicy:
             else:
                 attempt.reason = f"cancelled: the request ended ({self.trace.outcome})"
             self._record(attempt)
+            self.trace.reasons.append(f"{call.tier.name}: {attempt.reason}")
             if self._closing:
                 self._closing = False
                 self._close()
@@ -317,6 +318,7 @@ class CascadePolicy:
         name = hedge.tier.name if hedge is not None else "a later tier"
         attempt.reason = f"cancelled: {name}, started as a hedge, answered first with an acceptable answer"
         self._record(attempt)
+        self.trace.reasons.append(f"{call.tier.name}: {attempt.reason}")
         return self._settled(call, self._next_action())
 
     @property
