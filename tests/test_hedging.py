@@ -317,3 +317,18 @@ def test_a_hedge_that_never_fires_changes_nothing(path: str, prompt: str, server
         return [(a.model, a.decision, a.reason, a.cost_usd, a.tokens_out) for a in trace.attempts]
 
     assert seen("late") == seen("plain")
+
+
+@pytest.mark.parametrize("path", ["langchain.invoke", "litellm.completion"])
+def test_blocking_requests_run_unhedged_when_no_thread_is_free(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from langchain_confidence_router.core import hedge
+
+    monkeypatch.setattr(hedge, "_slots", threading.BoundedSemaphore(1))
+    hedge._slots.acquire()  # every hedging thread busy
+    trace, text, marker = ask(path, server, router, "hedged", "What is 2 + 2? [delay=0.4@small]", loop)
+    assert text.startswith("small says") and decisions(trace) == [("small", "accept", False)]
+    assert set(arrivals(server, marker)) == {"small"}
