@@ -96,3 +96,38 @@ def test_a_hedge_that_becomes_the_current_attempt_hedges_from_its_own_start() ->
     # tier 1 starts at 100 (a hedge), becomes current at 300 when tier 0 is rejected; its own 250 ms are up
     # at 350, so tier 2 starts then and answers at 450, acceptable, before tier 1 (1100): it wins
     assert (int(out.served[0]), float(out.latency_ms[0]), int(out.calls[0])) == (2, 450.0, 3)
+
+
+def lp(value: float, gap: float) -> dict:
+    return {"content": [{"token": f"t{i}", "logprob": value, "top_logprobs": [
+        {"token": f"t{i}", "logprob": value}, {"token": "x", "logprob": value - gap}]} for i in range(3)]}
+
+
+@pytest.mark.parametrize(("sure", "latency"), [
+    ((True, True), (60.0, 60.0)), ((True, True), (300.0, 500.0)), ((False, True), (300.0, 500.0)),
+    ((True, True), (700.0, 150.0)), ((True, False), (700.0, 150.0)),
+])
+def test_the_replay_agrees_with_the_live_driver(sure: tuple[bool, bool], latency: tuple[float, float]) -> None:
+    """The same two tiers driven live (core/hedge.py, calls that sleep their latency) and replayed."""
+    import asyncio
+
+    from langchain_confidence_router.core import Cascade, TierCall, TierResult, arun_policy
+
+    answers = {name: TierResult(text=name, logprobs=lp(-0.01, 5.0) if ok else lp(-1.5, 0.2), tokens_in=1,
+                                tokens_out=3) for name, ok in zip(("s", "l"), sure, strict=True)}
+    delays = dict(zip(("s", "l"), latency, strict=True))
+
+    async def call(c: TierCall) -> TierResult:
+        await asyncio.sleep(delays[c.tier.name] / 1000.0)
+        return answers[c.tier.name]
+
+    cas = Cascade.from_config({"algorithm": {"confidence": {"escalation_order": "declared", "threshold": 0.5}},
+                               "models": [{"name": "s", "hedge_after_ms": 100.0}, {"name": "l"}]})
+    live = asyncio.run(arun_policy(cas.policy(), call)).trace
+    conf = [[0.9 if ok else 0.2 for ok in sure]]  # SURE and UNSURE score about 0.9 and 0.3
+    replayed = replay_hedged_arrays(np.array(conf), [0.5, 0.5], np.ones((1, 2), dtype=bool), np.ones((1, 2)),
+                                    np.array([latency]), [100.0, None])
+    assert live.final_tier == int(replayed.served[0])
+    assert len(live.attempts) == int(replayed.calls[0])
+    assert any(a.hedged for a in live.attempts) == bool(replayed.hedged[0])
+    assert live.total_latency_ms == pytest.approx(float(replayed.latency_ms[0]), abs=80.0)
