@@ -29,6 +29,7 @@ from litellm_hooks import TRACE_KEY, register
 
 PRICE_IN, PRICE_OUT = 1e-6, 2e-6
 HEDGE_MS = 150.0
+PATIENT_MS = 600.0  # far above a 20 ms answer, even on a loaded machine
 PATHS = ["langchain.invoke", "langchain.ainvoke", "litellm.completion", "litellm.acompletion"]
 
 
@@ -56,7 +57,7 @@ def router(server: FakeOpenAIServer) -> Iterator[litellm.Router]:
                                                            "api_key": "test", "num_retries": 0}}
                    for name in ("small", "large", "sure", "unsure")]
     blocks = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure"),
-              "late": cascade(hedge_after_ms=60_000)}
+              "late": cascade(hedge_after_ms=60_000), "patient": cascade(hedge_after_ms=PATIENT_MS)}
     deployments += [{"model_name": name, "litellm_params": {"model": f"confidence/{name}", "cascade": block}}
                     for name, block in blocks.items()]
     r = litellm.Router(model_list=deployments, num_retries=0)
@@ -84,7 +85,7 @@ def ask(path: str, server: FakeOpenAIServer, router: litellm.Router, block: str,
     text = f"{prompt} {marker}"
     if path.startswith("langchain"):
         config = {"hedged": cascade(), "plain": cascade(hedge_after_ms=None), "reverse": cascade("sure", "unsure"),
-                  "late": cascade(hedge_after_ms=60_000)}[block]
+                  "late": cascade(hedge_after_ms=60_000), "patient": cascade(hedge_after_ms=PATIENT_MS)}[block]
         names = [m["name"] for m in config["models"]]
         lc = ConfidenceRouter(models={n: chat(server, n) for n in names}, config=config)
         message = lc.invoke(text) if path.endswith(".invoke") else loop.run_until_complete(lc.ainvoke(text))
@@ -143,9 +144,9 @@ def test_off_by_default_no_extra_call(path: str, server: FakeOpenAIServer, route
 def test_no_hedge_before_hedge_after_ms(path: str, server: FakeOpenAIServer, router: litellm.Router,
                   loop: asyncio.AbstractEventLoop) -> None:
     """Answered within hedge_after_ms: the next tier is never called."""
-    trace, _, marker = ask(path, server, router, "hedged", "What is 2 + 2? [delay=0.02@small]", loop)
+    trace, _, marker = ask(path, server, router, "patient", "What is 2 + 2? [delay=0.02@small]", loop)
     assert decisions(trace) == [("small", "accept", False)]
-    time.sleep(HEDGE_MS / 1000.0)  # a hedge started late would show up by now
+    time.sleep(PATIENT_MS / 1000.0)  # a hedge started late would show up by now
     assert set(arrivals(server, marker)) == {"small"}
 
 
@@ -206,7 +207,7 @@ def test_unacceptable_hedge_that_answers_first_is_held_and_never_beats_an_accept
                   loop: asyncio.AbstractEventLoop) -> None:
     """``sure`` (first tier) is confident but slow; ``unsure`` (the hedge) answers first, below threshold: it
     is held, the earlier tier's acceptable answer wins, and the hedge is billed from its usage."""
-    trace, text, _ = ask(path, server, router, "reverse", "What is 17 * 23? [hard] [delay=0.4@sure]", loop)
+    trace, text, _ = ask(path, server, router, "reverse", "What is 17 * 23? [hard] [delay=0.8@sure]", loop)
     assert text.startswith("sure says")
     assert decisions(trace) == [("sure", "accept", False), ("unsure", "cancelled", True)]
     hedge = trace.attempts[1]
