@@ -162,6 +162,9 @@ class ModelSpec(_Strict):
     token_filter: TokenFilter | None = None
     quality: float | None = Field(None, description="automix: a quality figure such as benchmark accuracy")
     early_abort: EarlyAbort | None = Field(None, description="abort a gated attempt mid-stream (docs/signals.md)")
+    hedge_after_ms: float | None = Field(
+        None, gt=0.0, description="start the next tier as well when this one has not answered in this many ms"
+    )
 
     @field_validator("size")
     @classmethod

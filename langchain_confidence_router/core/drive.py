@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .abort import AbortTracker
+from . import hedge
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 CallFn = Callable[[TierCall], TierResult]
@@ -317,7 +318,10 @@ async def aclaim(policy: CascadePolicy) -> Action:
 
 
 def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish | Fail]:
-    """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action."""
+    """Drive ``policy`` to its end; yields the chunks of a live attempt, returns the final action.
+    A tier with ``hedge_after_ms`` takes the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        return (yield from hedge.drive(policy, io))
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
@@ -339,7 +343,10 @@ def drive(policy: CascadePolicy, io: AttemptIO) -> Generator[Any, None, Finish |
 
 def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
     """Drive ``policy`` to its end with every call whole (``io.live`` is not asked): :func:`drive` without a
-    live attempt, and without a generator's overhead on this hot path."""
+    live attempt, and without a generator's overhead on this hot path. A tier with ``hedge_after_ms`` takes
+    the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        return hedge.run(policy, io)
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
@@ -375,7 +382,12 @@ class Ending:
 
 
 async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> AsyncIterator[Any]:
-    """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``."""
+    """Drive ``policy`` to its end; yields the chunks of a live attempt; the final action goes to ``ending``.
+    A tier with ``hedge_after_ms`` takes the concurrent path in :mod:`.hedge`."""
+    if policy.hedging:
+        async for out in hedge.adrive(policy, io, ending):
+            yield out
+        return
     action: Action = policy.start()
     gates = policy.gates
     while isinstance(action, CallTier):
@@ -399,7 +411,10 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending) -> A
 
 
 async def arun(policy: CascadePolicy, io: AsyncAttemptIO) -> Finish | Fail:
-    """Drive ``policy`` to its end with async I/O, every call whole."""
+    """Drive ``policy`` to its end with async I/O, every call whole (hedged by :mod:`.hedge` where a tier
+    has ``hedge_after_ms``)."""
+    if policy.hedging:
+        return await hedge.arun(policy, io)
     ending = Ending()
     async for _ in adrive(policy, io, ending):
         pass

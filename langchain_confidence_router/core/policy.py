@@ -228,6 +228,11 @@ class CascadePolicy:
         self._done = False
         #: whether any tier has an early-abort rule (drivers skip the gated path entirely when not)
         self.gates = any(t.spec.early_abort is not None for t in self.tiers)
+        #: whether any tier hedges (the drivers take their concurrent path only then)
+        self.hedging = any(t.spec.hedge_after_ms is not None for t in self.tiers)
+        self._hedge: TierCall | None = None  # a hedge in flight that no report has adopted or cancelled yet
+        self._hedged: set[int] = set()  # call numbers started as hedges
+        self._closing = False  # the request ended while a hedge was in flight: closed once it is cancelled
 
     # ---------------------------------------------------------------- transitions
 
@@ -288,6 +293,99 @@ class CascadePolicy:
         self._record(attempt)
         self.trace.reasons.append(f"{attempt.model}: {attempt.reason}")
         return self._settled(call, self._next_action())
+
+    # ---------------------------------------------------------------- hedging (the drivers run it)
+
+    def speculate(self, call: TierCall) -> TierCall | None:
+        """The answer call this policy would make next if ``call`` (in flight, not reported yet) were
+        rejected; None when that is not knowable now or not a plain next-tier call: ``call`` is a side call
+        (verify, sample vote, clarify) or judged through one (self_verify), a clarifying question could come
+        first, there is no next tier (or only a human), ``max_attempts`` or the cost budget is reached.
+        A pure look: the driver decides whether to start it, then says so with :meth:`on_hedge`."""
+        if self._done or self._hedge is not None or call.purpose != "answer" or call.tier.method == "self_verify":
+            return None
+        if self.human is not None and self.human.clarify.enabled:
+            return None
+        index = call.tier.index + 1
+        attempts = len(self.trace.attempts) + 1  # the call in flight will be recorded first
+        limits = self.settings.limits
+        if index >= len(self.tiers) or (limits.max_attempts is not None and attempts >= limits.max_attempts):
+            return None
+        if limits.cost_budget_usd is not None and self.trace.total_cost_usd >= limits.cost_budget_usd:
+            return None
+        return self._tier_call(index, attempts)
+
+    def on_hedge(self, call: TierCall) -> None:
+        """``call`` (from :meth:`speculate`) was started while the earlier attempt still runs. When that one
+        is rejected the policy asks for this very call (the driver waits for it instead of calling again);
+        when it is accepted, or the request ends otherwise, the trace stays open until the driver reports
+        the hedge with :meth:`on_cancelled`."""
+        self._hedge = call
+        self._hedged.add(call.attempt)
+
+    def preview(self, call: TierCall, result: TierResult) -> bool:
+        """Whether :meth:`on_result` would accept this answer as it stands. A pure look (nothing is recorded)
+        for a hedge that answered before the attempt it hedges: it wins at once only if it is acceptable.
+        Answers that need a side call (self_verify, consistency) or are unscorable are not previewed."""
+        tier = call.tier
+        if call.purpose != "answer" or tier.method in NO_LOGPROB_METHODS:
+            return False
+        if not result.text.strip() and not result.tool_calls:
+            return False
+        try:
+            tokens = normalize_logprobs(result.logprobs)
+        except LogprobError:
+            return False
+        is_tool_call = bool(result.tool_calls) and not result.text.strip()
+        if is_tool_call and self.settings.tool_calls != "score":
+            return self.settings.tool_calls == "accept"
+        scratch = AttemptTrace(tier=tier.index, model=tier.name, method=tier.method,
+                               threshold=self.thresholds.get(tier.name, tier.threshold))
+        if tokens is not None and len(tokens) > 0:
+            self._score(scratch, tier, tokens, "tool_call_args" if is_tool_call else tier.token_filter)
+        if scratch.confidence is None:
+            return self.settings.missing_logprobs == "accept"
+        return scratch.confidence >= (scratch.threshold or 0.0)
+
+    def on_cancelled(self, call: TierCall, latency_ms: float | None = None, result: TierResult | None = None,
+                     error: BaseException | None = None) -> Action | None:
+        """Record an attempt the driver stopped (or whose answer it no longer needs) as ``cancelled``: billed
+        from ``result``'s usage when it had answered, else of unknown cost.
+
+        * the hedge, after the request ended: closes the trace; returns None (the request's action stands);
+        * the attempt a hedge overtook (the hedge answered first and :meth:`preview` accepted it): returns
+          the next action, which is the hedge's call, to be reported as usual."""
+        attempt = self._attempt(call, latency_ms, result)
+        attempt.decision = "cancelled"
+        if error is not None:
+            attempt.error = describe_exception(error)
+            attempt.error_kind = classify_error(error)
+        if call is self._hedge:  # the hedge, not needed
+            self._hedge = None
+            winner = self.trace.final_model
+            if not self._done:
+                attempt.reason = "cancelled: not needed (the policy asked for another call)"
+            elif winner:
+                attempt.reason = f"cancelled: {winner} answered first ({self.trace.outcome})"
+            else:
+                attempt.reason = f"cancelled: the request ended ({self.trace.outcome})"
+            self._record(attempt)
+            self.trace.reasons.append(f"{call.tier.name}: {attempt.reason}")
+            if self._closing:
+                self._closing = False
+                self._close()
+            return None
+        hedge = self._hedge
+        name = hedge.tier.name if hedge is not None else "a later tier"
+        attempt.reason = f"cancelled: {name}, started as a hedge, answered first with an acceptable answer"
+        self._record(attempt)
+        self.trace.reasons.append(f"{call.tier.name}: {attempt.reason}")
+        return self._settled(call, self._next_action())
+
+    @property
+    def hedge_in_flight(self) -> TierCall | None:
+        """The hedge started with :meth:`on_hedge` that no report has adopted or cancelled yet."""
+        return self._hedge
 
     def attempt_trace(self, number: int) -> AttemptTrace | None:
         """The record of call number ``number`` (``TierCall.attempt``), once that call was reported."""
@@ -463,6 +561,8 @@ class CascadePolicy:
             latency_ms=latency_ms,
         )
         self._by_call[call.attempt] = attempt
+        if call.attempt in self._hedged:
+            attempt.hedged = True
         if call.purpose in ("answer", "sample") and attempt.threshold is not None:
             self.trace.thresholds[tier.name] = attempt.threshold
             if attempt.calibration:
@@ -564,8 +664,17 @@ class CascadePolicy:
             return self._give_up(f"max_attempts {limits.max_attempts} reached")
         if limits.cost_budget_usd is not None and self.trace.total_cost_usd >= limits.cost_budget_usd:
             return self._give_up(f"cost budget {limits.cost_budget_usd:g} USD reached")
-        tier = self.tiers[self._next]
-        final = self._next == len(self.tiers) - 1 or (
+        hedge = self._hedge
+        if hedge is not None and hedge.tier.index == self._next and hedge.attempt == attempts:
+            self._hedge = None
+            return CallTier(hedge)  # already running: the driver waits for it instead of calling again
+        return CallTier(self._tier_call(self._next, attempts))
+
+    def _tier_call(self, index: int, attempts: int) -> TierCall:
+        """The answer call to tier ``index`` as call number ``attempts``."""
+        limits = self.settings.limits
+        tier = self.tiers[index]
+        final = index == len(self.tiers) - 1 or (
             limits.max_attempts is not None and attempts + 1 >= limits.max_attempts
         )
         call = TierCall(
@@ -579,7 +688,7 @@ class CascadePolicy:
         if tier.method == "consistency":
             c = self.settings.consistency
             call = replace(call, purpose="sample", samples=c.samples, temperature=c.temperature)
-        return CallTier(call)
+        return call
 
     def _give_up(self, why: str) -> Action:
         if why:
@@ -760,6 +869,9 @@ class CascadePolicy:
 
     def _close(self) -> None:
         self._done = True
+        if self._hedge is not None:  # the hedge's record comes first: on_cancelled closes the trace
+            self._closing = True
+            return
         self.trace.total_latency_ms = (time.perf_counter() - self._t0) * 1000.0
         for observer in self._observers:
             try:

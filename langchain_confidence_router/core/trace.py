@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TRACE_SCHEMA_VERSION = 1
 
-Decision = Literal["accept", "escalate", "error", "fallback"]
+Decision = Literal["accept", "escalate", "error", "fallback", "cancelled"]
 Outcome = Literal["accepted", "fallback", "error", "handoff", "clarify", "pending"]
 Route = Literal["automated", "human_assisted", "human_primary", "clarify"]
 #: What a tier call is for: an answer, one of several samples (consistency), a judge's verdict on an
@@ -56,6 +56,7 @@ class AttemptTrace(BaseModel):
         False, description="tokens_in was counted from the prompt (a cut stream reports no usage), not billed usage")
     streamed: bool = False
     aborted_at_token: int | None = Field(None, description="early abort: tokens received when the rule fired")
+    hedged: bool = Field(False, description="started as a hedge while an earlier attempt was still running")
     n_samples: int | None = Field(None, description="consistency: samples drawn")
     n_groups: int | None = Field(None, description="consistency: distinct answers among them")
     started_at: float = Field(default_factory=time.time)
@@ -104,7 +105,8 @@ class RequestTrace(BaseModel):
     def add_attempt(self, attempt: AttemptTrace) -> None:
         self.attempts.append(attempt)
         if attempt.cost_usd is None:
-            if attempt.decision != "error":
+            # a failed call is not billed; neither is a hedge that had failed before it was cancelled
+            if attempt.decision != "error" and not (attempt.decision == "cancelled" and attempt.error):
                 self.cost_complete = False
         else:
             self.total_cost_usd += attempt.cost_usd

@@ -11,6 +11,11 @@ the last user message, which keeps tests readable:
   (invalid JSON body), ``no_logprobs``, ``nan``, ``positive``, ``empty`` (empty content), ``cut``
   (a stream that stops half way; a truncated body when not streaming), ``refused`` (the connection is
   closed without an answer).
+* ``[delay=SECONDS@MODEL]`` (``@MODEL`` optional, repeatable): that model waits this long before answering.
+
+While a model waits, the server watches its connection: a client that hangs up is noted in
+``disconnects`` (model, prompt), and each request's arrival in ``arrivals`` (model, monotonic time, prompt),
+so tests can see when a call started and that a cancelled one closed its connection.
 
 Server-wide ``latency_s`` and a seeded ``fault_rate`` serve benchmarks and load tests. A behaviour's
 ``token_logprobs`` scripts the chosen-token logprob of each token and ``token_delay_s`` is the time to write
@@ -35,6 +40,7 @@ from typing import Any
 from aiohttp import web
 
 _FAULT_RE = re.compile(r"\[fault=([a-z0-9_]+)(?:@([^\]\s]+))?\]")
+_DELAY_RE = re.compile(r"\[delay=([0-9.]+)(?:@([^\]\s]+))?\]")
 FAULT_KINDS = (
     "timeout", "500", "429", "400", "401", "malformed", "no_logprobs", "nan", "positive", "empty", "cut", "refused",
 )
@@ -83,6 +89,8 @@ class FakeOpenAIServer:
     requests: list[dict[str, Any]] = field(default_factory=list)
     record_requests: bool = True
     streams: list[StreamRecord] = field(default_factory=list)
+    arrivals: list[tuple[str, float, str]] = field(default_factory=list)
+    disconnects: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -137,7 +145,9 @@ class FakeOpenAIServer:
             app.router.add_post("/chat/completions", self._chat)
             app.router.add_get("/v1/models", self._models)
             # shutdown_timeout: stop() must not wait for handlers still sleeping in a [fault=timeout]
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+            # handler_cancellation: a client hanging up cancels its handler, which notes it in `disconnects`
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
+                                         handler_cancellation=True)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, backlog=2048, reuse_address=True)
             loop.run_until_complete(site.start())
@@ -166,9 +176,11 @@ class FakeOpenAIServer:
                                      status=404)
         prompt = _last_user_text(body.get("messages") or [])
         fault = self._fault_for(prompt, model)
-        delay = self.latency_s + behaviour.latency_s
+        self.arrivals.append((model, time.monotonic(), prompt))
+        delay = self.latency_s + behaviour.latency_s + sum(
+            float(seconds) for seconds, target in _DELAY_RE.findall(prompt) if not target or target == model)
         if delay:
-            await asyncio.sleep(delay)
+            await self._wait(model, prompt, delay)
         if fault == "timeout":
             await asyncio.sleep(self.timeout_sleep_s)
         if fault in ("500", "429", "400", "401"):
@@ -250,6 +262,14 @@ class FakeOpenAIServer:
         await resp.write_eof()
         record.finished = True
         return resp
+
+    async def _wait(self, model: str, prompt: str, seconds: float) -> None:
+        """Sleep ``seconds``; a client that hangs up meanwhile cancels the handler (``handler_cancellation``)."""
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.disconnects.append((model, prompt))
+            raise
 
     def _fault_for(self, prompt: str, model: str) -> str | None:
         for kind, target in _FAULT_RE.findall(prompt):
