@@ -28,8 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Itera
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .abort import AbortTracker
 from . import hedge
+from .abort import AbortTracker
 from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, TierResult
 
 CallFn = Callable[[TierCall], TierResult]
