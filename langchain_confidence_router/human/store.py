@@ -318,15 +318,17 @@ class ReviewStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def _create(self) -> None:
-        for attempt in range(3):
+        for attempt in range(5):
             try:
                 return self._create_tables()
             except (OperationalError, IntegrityError) as exc:
                 # SQLite has no advisory lock: two processes opening a new file at once can both see no
-                # tables; the loser finds them on the next try
-                racing = "already exists" in str(exc) or "UNIQUE constraint" in str(exc)
-                if self.dialect != "sqlite" or not racing or attempt == 2:
+                # tables; the loser finds them on the next try (after a short random pause, so two losers
+                # do not collide again)
+                racing = any(s in str(exc) for s in ("already exists", "UNIQUE constraint", "database is locked"))
+                if self.dialect != "sqlite" or not racing or attempt == 4:
                     raise
+                time.sleep(random.uniform(0.01, 0.1) * (attempt + 1))
 
     def _create_tables(self) -> None:
         with self._begin() as conn:
@@ -334,8 +336,13 @@ class ReviewStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             METADATA.create_all(conn)
             found = conn.execute(select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
-            if found is None:
-                conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            if found is None:  # another process may insert it between our read and write: not an error
+                row = {"key": "schema_version", "value": str(SCHEMA_VERSION)}
+                if self.dialect in ("sqlite", "postgresql"):
+                    insert = (sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert)(meta_table)
+                    conn.execute(insert.values(row).on_conflict_do_nothing(index_elements=["key"]))
+                else:
+                    conn.execute(meta_table.insert().values(row))
             elif int(found) > SCHEMA_VERSION:
                 raise StoreError(f"{self.url}: store schema version {found} is newer than this package supports "
                                  f"({SCHEMA_VERSION}); upgrade langchain-confidence-router")
