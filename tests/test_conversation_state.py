@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.postgres import PostgresUnavailable, postgres_server
@@ -326,3 +327,28 @@ def test_in_memory_counts_are_per_replica(upstream: FakeOpenAIServer, tmp_path: 
     with shared_state("memory", tmp_path) as clarify:
         rows = run_two_replicas(upstream, clarify, ["conv-a"], per_conversation=3)
     assert [r.split(" | ")[0] for _, r in rows].count("clarify") == 2, rows
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_hedged_cascade_claims_the_count_before_asking_too(mode: str) -> None:
+    """A tier with hedge_after_ms sends requests through the hedged drive loops, which must settle the claim
+    as the plain loops do (without it the question is asked uncounted, and asked again)."""
+    state = Counting()
+    cfg = {"algorithm": {"confidence": {"escalation_order": "declared", "confidence_method": "avg_logprob",
+                                        "threshold": 0.7}},
+           "models": [{"name": "small", "hedge_after_ms": 60_000}, {"name": "large"}],
+           "human": {"thresholds": {"automate": 0.8, "assist": 0.5},
+                     "clarify": {"enabled": True, "band": [0.4, 0.6], "model": "large"}}}
+    c = Cascade.from_config(parse_config(cfg))
+    c.clarify_state = state
+    assert c.policy().hedging
+
+    def ask() -> Any:
+        if mode == "sync":
+            return c.run(answer(0.5), request_text="close it", conversation="conv-h")
+        return asyncio.run(c.arun(asyncio.run(aanswer_of(0.5)), request_text="close it", conversation="conv-h"))
+
+    first, second = ask(), ask()
+    assert first.trace.route == "clarify"
+    assert second.trace.route == "automated" and second.trace.final_model == "large"
+    assert [k for k, _, _ in state.claims] == ["conv-h", "conv-h"]
