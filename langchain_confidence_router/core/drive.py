@@ -226,10 +226,7 @@ def gated_attempt(policy: CascadePolicy, call: TierCall, gated: SyncGatedStream,
         try:
             chunks = gated.open()
             for chunk in chunks:
-                entries = gated.add(chunk)
-                if gated.tool_call:
-                    tracker.disable()
-                if tracker.feed(entries):
+                if _fires(gated, tracker, chunk):
                     break
         finally:
             close = getattr(chunks, "close", None)
@@ -238,9 +235,7 @@ def gated_attempt(policy: CascadePolicy, call: TierCall, gated: SyncGatedStream,
         result = gated.result()
     except Exception as exc:
         return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
-    if tracker.fired_at is not None:
-        return Step(call, policy.on_aborted(call, result, _ms(t0), tracker))
-    return Step(call, policy.on_result(call, result, _ms(t0)))
+    return _gated_step(policy, call, result, _ms(t0), tracker)
 
 
 async def agated_attempt(policy: CascadePolicy, call: TierCall, gated: AsyncGatedStream, tracker: AbortTracker,
@@ -253,10 +248,7 @@ async def agated_attempt(policy: CascadePolicy, call: TierCall, gated: AsyncGate
         chunks = within(upstream, timeout)
         try:
             async for chunk in chunks:
-                entries = gated.add(chunk)
-                if gated.tool_call:
-                    tracker.disable()
-                if tracker.feed(entries):
+                if _fires(gated, tracker, chunk):
                     break
         finally:
             await chunks.aclose()  # closes the upstream stream now, not when garbage is collected
@@ -264,9 +256,24 @@ async def agated_attempt(policy: CascadePolicy, call: TierCall, gated: AsyncGate
     except Exception as exc:
         exc = timeout_error(exc, timeout, "no chunk")
         return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
+    return _gated_step(policy, call, result, _ms(t0), tracker)
+
+
+def _fires(gated: GatedStream, tracker: AbortTracker, chunk: Any) -> bool:
+    """Record one hidden chunk and feed its tokens to the tracker; whether the rule fired (a tool call
+    stands the rule down)."""
+    entries = gated.add(chunk)
+    if gated.tool_call:
+        tracker.disable()
+    return tracker.feed(entries)
+
+
+def _gated_step(policy: CascadePolicy, call: TierCall, result: TierResult, latency_ms: float,
+                tracker: AbortTracker) -> Step:
+    """Report a gated attempt that ended without an error: cut by the rule, or whole."""
     if tracker.fired_at is not None:
-        return Step(call, policy.on_aborted(call, result, _ms(t0), tracker))
-    return Step(call, policy.on_result(call, result, _ms(t0)))
+        return Step(call, policy.on_aborted(call, result, latency_ms, tracker))
+    return Step(call, policy.on_result(call, result, latency_ms))
 
 
 def _gate(policy: CascadePolicy, call: TierCall, io: AttemptIO | AsyncAttemptIO
