@@ -12,7 +12,7 @@ from langchain_confidence_router.core.config import load_config, parse_config
 from langchain_confidence_router.core.tiers import build_tiers
 from langchain_confidence_router.evaluation.baselines import grid_search
 from langchain_confidence_router.evaluation.bounds import (
-    _studentised_tail,
+    _score_tail,
     binom_cdf,
     binomial_pvalue,
     clopper_pearson,
@@ -21,6 +21,7 @@ from langchain_confidence_router.evaluation.bounds import (
     hoeffding_bentkus_pvalue,
     paired_drop_pvalue,
     paired_drop_ucb,
+    paired_score_statistic,
     trinomial_sum_cdf,
 )
 from langchain_confidence_router.evaluation.calibrate import score_array
@@ -75,14 +76,30 @@ def test_trinomial_sum_cdf_against_brute_force() -> None:
 
 
 @pytest.mark.parametrize(("n", "pi", "eps", "z"), [(40, 0.3, 0.05, -1.3), (40, 0.1, 0.02, 0.4), (60, 0.5, -0.1, 2.5),
-                                              (25, 0.05, 0.04, -3.0), (50, 0.2, 0.0, 6.0)])
-def test_studentised_tail_recurrence_against_brute_force(n: int, pi: float, eps: float, z: float) -> None:
-    # the inner binomial CDFs come from a recurrence along N; check the whole tail against a double sum
+                                              (25, 0.05, 0.04, -3.0), (50, 0.2, 0.0, 6.0), (50, 0.2, 0.0, -0.7)])
+def test_score_tail_recurrence_against_brute_force(n: int, pi: float, eps: float, z: float) -> None:
+    # the inner binomial CDFs come from a recurrence along N and per-N thresholds from a bisection; check
+    # the whole tail against a double sum over every (worse, better) count
     pp, pm = (pi + eps) / 2, (pi - eps) / 2
     brute = sum(math.comb(n, a) * math.comb(n - a, b) * pp**a * pm**b * (1 - pp - pm) ** (n - a - b)
                 for a in range(n + 1) for b in range(n + 1 - a)
-                if (a - b - n * eps) / math.sqrt(a + b + 1) <= z)
-    assert _studentised_tail(n, pi, eps, z) == pytest.approx(brute, abs=1e-12)
+                if float(paired_score_statistic(a, b, n, eps)) <= z)
+    assert _score_tail(n, pi, eps, z) == pytest.approx(brute, abs=1e-12)
+
+
+@pytest.mark.parametrize(("n", "eps"), [(500, 0.01), (3000, 0.01), (400, 0.0), (400, -0.02), (50, 0.2)])
+def test_score_statistic_increases_with_worse_items(n: int, eps: float) -> None:
+    # the tail's per-N thresholds assume it: at a fixed number of discordant items, one more "worse" item
+    # (and one fewer "better") never lowers the statistic
+    for n_dis in range(0, min(n, 300)):
+        a = np.arange(n_dis + 1)
+        assert np.all(np.diff(paired_score_statistic(a, n_dis - a, n, eps)) > 0)
+
+
+def test_score_keeps_better_items_as_evidence() -> None:
+    # 5 worse and 6 better in 500 items is stronger evidence of "drop <= 1 point" than 2 worse and none better
+    assert paired_drop_pvalue(500, 5, 6, 0.01) < paired_drop_pvalue(500, 2, 0, 0.01)
+    assert paired_drop_pvalue(1295, 8, 2, 0.01) < 0.05
 
 
 def _exact_size(n: int, pi: float, eps: float, level: float) -> float:
@@ -101,9 +118,9 @@ def _exact_size(n: int, pi: float, eps: float, level: float) -> float:
     return total
 
 
-@pytest.mark.parametrize("pi", [0.03, 0.12])
-def test_paired_drop_test_has_exact_size_below_level(pi: float) -> None:
-    assert _exact_size(120, pi, 0.02, 0.1) <= 0.1
+@pytest.mark.parametrize(("pi", "eps"), [(0.03, 0.02), (0.12, 0.02), (0.3, 0.02), (0.08, 0.0)])
+def test_paired_drop_test_has_exact_size_below_level(pi: float, eps: float) -> None:
+    assert _exact_size(120, pi, eps, 0.1) <= 0.1
 
 
 def test_paired_drop_pvalue_and_ucb_behave() -> None:
