@@ -123,3 +123,17 @@ def test_tune_without_target_and_absolute_target(files: dict[str, Path], tmp_pat
     ev = json.loads(capsys.readouterr().out)
     assert ev["target"]["kind"] == "absolute" and ev["calibration"] == "combiner"
     assert build_tiers(load_config(out2))[0][0].calibration is not None
+
+
+def test_tune_path_select_fraction_flag(files: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # a share of the items chooses one quantile path, the rest certifies it at the full delta
+    args = ["tune", "--runs", str(files["train"]), "--config", str(files["base"]), "--out", str(tmp_path / "t.yaml"),
+            "--max-accuracy-drop", "0.03", "--delta", "0.1", "--signals", "avg_logprob,margin", "--json"]
+    assert main([*args, "--path-select-fraction", "0.3"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["mode"] == "quantile" and ev["families_tested"] == 1 and ev["level_per_family"] == 0.1
+    assert ev["n_select"] == 150 and ev["n_certify"] == 350
+    assert {row["path"] for row in ev["path_table"]} == {0}
+    assert main([*args, "--path-select-fraction", "0.99"]) == 1
+    assert "--path-select-fraction) must be 0 or in [0.05, 0.95], got 0.99" in capsys.readouterr().err

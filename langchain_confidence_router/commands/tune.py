@@ -47,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "label-free path per sub-chain certified on all items (default for a relative target); "
                         "split: select on one part, certify on the other (default: auto)")
     p.add_argument("--select-fraction", type=float, default=0.3, help="split mode: share of items used to select")
+    p.add_argument("--path-select-fraction", type=float, default=0.0,
+                   help="quantile mode: share of items that choose one path, the rest certify it at the full delta "
+                        "(default 0: every path certified on all items, delta shared between them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random split")
     p.add_argument("--json", action="store_true", help="print the evidence as JSON")
     p.set_defaults(func=run)
@@ -75,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         matrix, base, models=models, target_accuracy=args.target_accuracy, max_accuracy_drop=args.max_accuracy_drop,
         delta=args.delta, calibrate=args.calibrate, signals=_csv(args.signals), mode=args.mode,
         select_fraction=args.select_fraction, bound=args.bound, seed=args.seed,
+        path_select_fraction=args.path_select_fraction,
     )
     extra = {"runs": [str(Path(r)) for r in args.runs], "base_config": args.config}
     out = write_tuned_config(result, base, args.out, extra_evidence=extra)

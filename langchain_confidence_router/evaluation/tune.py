@@ -590,7 +590,7 @@ def _select_one_path(problem: _Problem, paths: list[list[Candidate]], rng: np.ra
     paths many, worse when items are few (see docs/evaluation.md). Returns ([path], select, certify rows).
     """
     if not 0.05 <= fraction <= 0.95:
-        raise TuneError(f"path_select_fraction must be 0 or in [0.05, 0.95], got {fraction}")
+        raise TuneError(f"path_select_fraction (--path-select-fraction) must be 0 or in [0.05, 0.95], got {fraction}")
     n = problem.correct.shape[0]
     perm = rng.permutation(n)
     n_sel = round(fraction * n)
@@ -604,28 +604,30 @@ def _pick_path(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray
                relative: bool, level_value: float, level: float, bound: str) -> list[Candidate]:
     """The path that promises the cheapest certified configuration, judged on the selection ``rows`` only.
 
-    Each path is walked as fixed-sequence testing would walk it on the certification part: the counts seen
-    on the selection rows are scaled to ``n_certify`` items and tested at ``level``. The cheapest
-    configuration reached (cost on the selection rows) ranks the path; ties go to the path that goes further.
+    The counts seen on the selection rows are scaled to ``n_certify`` items and tested at ``level``; a path's
+    promise is its cheapest configuration (cost on the selection rows) that would pass. Walking each path to
+    its first scaled failure instead measured worse: on a small selection part one discordant item scales to
+    several and stops every path at its first step, so the choice was a coin toss.
     """
     scale = n_certify / max(rows.size, 1)
-    best: tuple[float, int, int] | None = None
+    best: tuple[float, int] | None = None
     for p_i, path in enumerate(paths):
-        cheapest, reached = math.inf, 0
+        cheapest = math.inf
         for cand in path:
             st = problem.stats(cand, rows)
+            if st.cost >= cheapest:
+                continue
             scaled = _Stats(st.accuracy, st.cost, round(st.errors * scale), n_certify,
                             round(st.n_plus * scale), round(st.n_minus * scale))
             trivial = relative and cand.chain == (problem.largest,) and st.n_plus == 0 and st.n_minus == 0
-            if not trivial and _pvalue(scaled, relative=relative, level_value=level_value, level=level,
-                                       bound=bound) > level:
-                break
-            cheapest, reached = min(cheapest, st.cost), reached + 1
-        key = (cheapest, -reached, p_i)
+            if trivial or _pvalue(scaled, relative=relative, level_value=level_value, level=level,
+                                  bound=bound) <= level:
+                cheapest = st.cost
+        key = (cheapest, p_i)
         if best is None or key < best:
             best = key
     assert best is not None
-    return paths[best[2]]
+    return paths[best[1]]
 
 
 def _certify(problem: _Problem, paths: list[list[Candidate]], rows: np.ndarray, names: Sequence[str], *,
