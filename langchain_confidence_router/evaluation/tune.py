@@ -43,7 +43,7 @@ The tests:
   Hoeffding-Bentkus (``bound="hoeffding_bentkus"``).
 * relative target: H0 "accuracy(largest) - accuracy(cascade) > max_accuracy_drop". The largest
   model's accuracy is itself unknown, so the test is paired: per item D = 1{cascade wrong} -
-  1{largest wrong}, studentised, with an exact tail and the discordance rate handled by
+  1{largest wrong}, Tango's score statistic with an exact tail and the discordance rate handled by
   Berger-Boos (see :mod:`.bounds`). This bounds the *difference* directly instead of subtracting two separate
   bounds, which would need the cascade to beat the largest model to certify anything.
 
@@ -880,8 +880,8 @@ def _evidence(**kw: Any) -> dict[str, Any]:
             ev["target"] = {"kind": "relative", "max_accuracy_drop": kw["max_accuracy_drop"],
                             "reference_model": names[-1], "reference_accuracy_tuning": _r(ref_acc),
                             "target_accuracy_estimate": _r(ref_acc - kw["max_accuracy_drop"])}
-            ev["bound"] = ("paired test of the accuracy drop versus the largest model: exact tail of the studentised "
-                           "difference, discordance rate by Berger-Boos (gamma = level/20)")
+            ev["bound"] = ("paired test of the accuracy drop versus the largest model: exact tail of Tango's score "
+                           "statistic, discordance rate by Berger-Boos (gamma = level/20)")
             ev["guarantee"] = (f"with probability >= {1 - delta:g} over the tuning sample: accuracy(cascade) >= "
                                f"accuracy({names[-1]}) - {kw['max_accuracy_drop']:g} on this traffic")
         else:
