@@ -102,6 +102,22 @@ def test_score_keeps_better_items_as_evidence() -> None:
     assert paired_drop_pvalue(1295, 8, 2, 0.01) < 0.05
 
 
+@pytest.mark.parametrize(("n", "level"), [(1295, 0.05), (1295, 0.05 / 7), (500, 0.05), (3000, 0.05 / 7)])
+def test_no_better_items_certifies_about_as_many_worse_ones_as_the_exact_binomial(n: int, level: float) -> None:
+    # with no "better" item the null's worst case is p_worse = eps, p_better = 0, where the one-sided exact
+    # binomial test is the most powerful: the paired test may not tolerate more worse items (it would be
+    # invalid) and should not tolerate fewer than that minus one (the Berger-Boos gamma's price)
+    def budget(p_value: object) -> int:
+        k = -1
+        while p_value(k + 1) <= level:  # type: ignore[operator]
+            k += 1
+        return k
+
+    ump = budget(lambda k: binom_cdf(k, n, 0.01))
+    paired = budget(lambda k: paired_drop_pvalue(n, k, 0, 0.01, level=level))
+    assert ump - 1 <= paired <= ump
+
+
 def _exact_size(n: int, pi: float, eps: float, level: float) -> float:
     """Exact probability that the paired test rejects when E[D] = eps exactly (the worst null)."""
     pp = (pi + eps) / 2
