@@ -282,3 +282,49 @@ def test_unreachable_absolute_target_returns_largest_uncertified() -> None:
     result = tune(sample, None, target_accuracy=0.99, delta=0.05)
     assert result.models == ["m1"]
     assert result.evidence["certified"] is False and "note" in result.evidence
+
+
+def _paired_bad(eps: float) -> object:
+    return lambda n, k: paired_drop_pvalue(n, k, 0, eps, level=0.05)
+
+
+def test_signal_choice_spends_only_the_items_the_certification_can_spare() -> None:
+    from langchain_confidence_router.evaluation.tune import _budget, _sparing_select_size
+
+    p_value = _paired_bad(0.01)
+    # 500 items tolerate one "worse" item at a 1-point target and level 0.05, so do 479; 478 tolerate none
+    assert _budget(500, p_value, 0.05) == _budget(479, p_value, 0.05) == 1 and _budget(478, p_value, 0.05) == 0
+    assert _sparing_select_size(500, 100, p_value, 0.05) == 21
+    size = _sparing_select_size(1635, 327, p_value, 0.05)
+    assert 20 <= size < 327 and _budget(1635 - size, p_value, 0.05) == _budget(1635, p_value, 0.05)
+    assert _budget(1635 - size - 1, p_value, 0.05) < _budget(1635, p_value, 0.05)
+    assert _sparing_select_size(50, 10, p_value, 0.05) == 10  # never more than the cap
+
+
+def test_direct_mode_guarantee_with_the_signal_chosen_on_a_spared_part() -> None:
+    """Two signals that rank answers differently: one is chosen on the spared part, certified on the rest;
+    the chosen cascade's TRUE drop exceeds 1 point in <= delta of draws."""
+    rng = np.random.default_rng(12)
+    population = _world(100_000, rng)
+    noisy = population.signals["avg_logprob"] + rng.normal(0.0, 0.15, population.signals["avg_logprob"].shape)
+    population = RunMatrix(population.models, population.item_ids, population.correct, population.cost,
+                           {"avg_logprob": population.signals["avg_logprob"], "min_logprob": noisy})
+    eps, delta, draws, n = 0.01, 0.1, 60, 700
+    violations, saved, sizes = 0, [], set()
+    for r in range(draws):
+        sample = population.take(rng.choice(population.n, n, replace=False))
+        result = tune(sample, None, max_accuracy_drop=eps, delta=delta, seed=r, calibrate="none")
+        ev = result.evidence
+        assert ev["mode"] == "direct"
+        sizes.add(ev["n_select"])
+        violations += _true_drop(result, population) > eps
+        saved.append(ev["expected"]["savings"])
+    assert sizes == {_sparing_select_size_at(n, eps, delta)} and 0 < min(sizes) < 0.2 * n
+    assert violations / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
+    assert np.mean(saved) > 0.05, "the tuner should still save something here"
+
+
+def _sparing_select_size_at(n: int, eps: float, delta: float) -> int:
+    from langchain_confidence_router.evaluation.tune import _sparing_select_size
+
+    return _sparing_select_size(n, round(0.2 * n), lambda m, k: paired_drop_pvalue(m, k, 0, eps, level=delta), delta)

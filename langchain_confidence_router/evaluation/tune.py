@@ -26,8 +26,9 @@ The method is Learn-then-Test (Angelopoulos, Bates et al. 2021) with fixed-seque
    * ``direct`` mode (two candidates, monotone calibrations): the path for each signal is simply
      the small model's threshold from high to low, an order fixed before any label is seen, so the
      tuning items need no selection part. Signals that rank answers identically count once; when
-     several remain, one is chosen on a random ``family_select_fraction`` of the items (its AUROC
-     for "safe to accept") and certified on the rest; with ``family_select_fraction=0`` all are
+     several remain, one is chosen on a random part of the items (its AUROC for "safe to accept":
+     at most ``family_select_fraction`` of them, and no more than the certification can spare
+     without tolerating fewer bad items) and certified on the rest; with ``family_select_fraction=0`` all are
      certified on all items and share delta (Bonferroni).
 
 2. Along each path, configurations are tested in order on the certification items at level
@@ -428,13 +429,51 @@ def _pvalue(st: _Stats, *, relative: bool, level_value: float, level: float, bou
     return binomial_pvalue(st.errors, st.n, alpha)
 
 
+_MIN_SELECT = 20  # items: below this an AUROC says next to nothing about which signal is better
+
+
+def _budget(n: int, p_value: Any, level: float) -> int:
+    """The most "bad" items (worse than the largest, none better; or errors) among ``n`` that still certify
+    at ``level`` (-1: none). The p-value grows with the count, so a bisection finds it."""
+    lo, hi = -1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if p_value(n, mid) <= level:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _sparing_select_size(n: int, cap: int, p_value: Any, level: float) -> int:
+    """The largest selection part (at most ``cap`` items) whose removal leaves the certification part's
+    budget of bad items unchanged, but at least ``_MIN_SELECT`` items (or ``cap`` if smaller).
+
+    The budget is discrete: at a 1-point target and level 0.05, 500 items (and 479) tolerate one "worse"
+    item and 478 none, so a 20% selection part (100 items) would cost the whole budget, 21 items nothing.
+    Computed from n, the target and the level only (no label).
+    """
+    full = _budget(n, p_value, level)
+    lo, hi = 0, cap
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _budget(n - mid, p_value, level) >= full:
+            lo = mid
+        else:
+            hi = mid - 1
+    return max(lo, min(_MIN_SELECT, cap))
+
+
 def _direct_paths(families: list[Family], sub: RunMatrix, names: Sequence[str], rng: np.random.Generator,
-                  family_select_fraction: float, max_path: int) -> tuple[list[list[Candidate]], np.ndarray, np.ndarray]:
+                  family_select_fraction: float, max_path: int, p_value: Any = None, level: float = 0.05
+                  ) -> tuple[list[list[Candidate]], np.ndarray, np.ndarray]:
     """Direct mode: per signal, the small model's threshold from high to low (an order no label decides).
 
     Returns the paths and the (selection, certification) rows: all items certify, unless several
     signals rank answers differently, in which case one is picked on a random part by its AUROC
-    for "safe to accept" (not: small wrong and largest right) and the rest certifies.
+    for "safe to accept" (not: small wrong and largest right) and the rest certifies. The part is
+    at most ``family_select_fraction`` of the items, and only as many as the certification can spare
+    (:func:`_sparing_select_size`, with ``p_value(n, bad_items)`` the certification's test) when given.
     """
     n, largest = sub.n, len(names) - 1
     all_rows = np.arange(n)
@@ -455,6 +494,8 @@ def _direct_paths(families: list[Family], sub: RunMatrix, names: Sequence[str], 
     if len(kept) > 1 and family_select_fraction > 0:
         perm = rng.permutation(n)
         n_sel = max(1, round(family_select_fraction * n))
+        if p_value is not None:
+            n_sel = _sparing_select_size(n, n_sel, p_value, level)
         select_rows, certify_rows = np.sort(perm[:n_sel]), np.sort(perm[n_sel:])
         safe = ~(~sub.correct[select_rows, 0] & sub.correct[select_rows, largest])
         kept = [max(kept, key=lambda f: np.nan_to_num(auroc(families[f].conf[select_rows, 0], safe), nan=0.0))]
@@ -771,7 +812,14 @@ def tune(
 
     # ---- paths (conservative -> aggressive), one per family in direct mode, one merged in split mode
     if mode == "direct":
-        paths, select_rows, certify_rows = _direct_paths(families, sub, names, rng, family_select_fraction, max_path)
+        lv = float(max_accuracy_drop if relative else 1.0 - float(target_accuracy))  # type: ignore[arg-type]
+
+        def bad_items_pvalue(n_items: int, k: int) -> float:
+            return _pvalue(_Stats(0.0, 0.0, k, n_items, k, 0), relative=relative, level_value=lv, level=delta,
+                           bound=bound)
+
+        paths, select_rows, certify_rows = _direct_paths(families, sub, names, rng, family_select_fraction, max_path,
+                                                         bad_items_pvalue, delta)
     elif mode == "quantile":
         families = _label_free_families(families, sub, names)
         problem = _Problem(families, sub.correct, sub.cost, settings, largest)
