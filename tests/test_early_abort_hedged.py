@@ -207,3 +207,18 @@ def test_an_unacceptable_hedge_that_answers_first_never_beats_an_acceptable_gate
     assert decisions(trace) == [("sure", "accept", False, None), ("meh", "cancelled", True, None)]
     hedge = trace.attempts[1]
     assert hedge.tokens_out and hedge.cost_usd and hedge.cost_usd > 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_acceptable_hedge_that_answers_first_cancels_the_gated_attempt(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop) -> None:
+    """sure waits 1.5 s before its first token; the hedge (large, started at 0.15 s) answers acceptably long
+    before: it wins, and sure's hidden stream is cancelled (async: its connection closed)."""
+    trace, text, marker = ask(path, server, router, "sure", "Explain. [delay=1.5@sure]", loop)
+    assert text.startswith("large says")
+    assert decisions(trace) == [("sure", "cancelled", False, None), ("large", "accept", True, None)]
+    assert trace.total_latency_ms is not None and trace.total_latency_ms < 1500
+    sent = [body for body in list(server.requests) if body.get("model") == "sure" and marker in str(body["messages"])]
+    assert len(sent) == 1 and sent[0].get("stream")  # the gated attempt was its hidden stream
+    if path in ASYNC_PATHS:  # a blocking stream is closed at its next chunk, after the delay
+        assert eventually(lambda: [m for m, p in list(server.disconnects) if marker in p]) == ["sure"]
