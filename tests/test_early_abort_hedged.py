@@ -222,3 +222,21 @@ def test_an_acceptable_hedge_that_answers_first_cancels_the_gated_attempt(
     assert len(sent) == 1 and sent[0].get("stream")  # the gated attempt was its hidden stream
     if path in ASYNC_PATHS:  # a blocking stream is closed at its next chunk, after the delay
         assert eventually(lambda: [m for m, p in list(server.disconnects) if marker in p]) == ["sure"]
+
+
+@pytest.mark.parametrize("path", ["langchain.invoke", "litellm.completion"])
+def test_a_blocking_request_with_no_thread_free_still_aborts(
+        path: str, server: FakeOpenAIServer, router: litellm.Router, loop: asyncio.AbstractEventLoop,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hedging thread busy: the request runs unhedged, and its gated tier is still cut."""
+    import threading
+
+    from langchain_confidence_router.core import hedge
+
+    monkeypatch.setattr(hedge, "_slots", threading.BoundedSemaphore(1))
+    hedge._slots.acquire()
+    before = len(server.streams)
+    trace, text, _ = ask(path, server, router, "doomed", "Explain. [delay=0.3@doomed]", loop)
+    assert text.startswith("large says")
+    assert decisions(trace) == [("doomed", "escalate", False, AFTER), ("large", "accept", False, None)]
+    check_cut(trace, server, before)
