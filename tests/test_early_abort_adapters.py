@@ -250,6 +250,42 @@ def test_langchain_prompt_sized_by_characters_without_a_counter(server: FakeOpen
     assert sum("cannot count" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_langchain_never_downloads_a_tokenizer_to_count(server: FakeOpenAIServer, tmp_path: Any,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's encoding is neither cached nor loaded: the cut prompt is sized by characters, and no fetch
+    leaves the machine (requests, which tiktoken downloads with, and any non-local socket are watched)."""
+    import socket
+
+    import requests
+    import tiktoken.registry
+
+    fetches: list[str] = []
+
+    def refuse(url: Any, *args: Any, **kwargs: Any) -> Any:
+        fetches.append(str(url))
+        raise ConnectionError(f"test: no network ({url})")
+
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "localhost", "::1"):
+            fetches.append(str(address))
+            raise ConnectionError(f"test: no network ({address})")
+        return real_connect(self, address)
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # and nothing loaded yet
+    monkeypatch.setattr(requests, "get", refuse)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    router = ConfidenceRouter(models={"doomed": chat(server, "doomed"), "large": chat(server, "large")},
+                              config=block("doomed"))
+    first = lc_trace(router.invoke("Explain.")).attempts[0]
+    assert first.aborted_at_token == AFTER and first.tokens_in_estimated
+    assert first.tokens_in == by_characters([HumanMessage("Explain.")])
+    assert fetches == []
+    assert not list(tmp_path.iterdir())  # nothing was downloaded into the cache either
+
+
 class RemoteCounting(ChatOpenAI):
     """A chat model whose token count is a provider API call (as ChatAnthropic's), and no tokenizer of its own."""
 

@@ -4,6 +4,7 @@ timeline, and no change at all without ``hedge_after_ms``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,3 +132,136 @@ def test_the_replay_agrees_with_the_live_driver(sure: tuple[bool, bool], latency
     assert len(live.attempts) == int(replayed.calls[0])
     assert any(a.hedged for a in live.attempts) == bool(replayed.hedged[0])
     assert live.total_latency_ms == pytest.approx(float(replayed.latency_ms[0]), abs=80.0)
+
+
+# ---------------------------------------------------------------------------- early abort inside hedges
+
+def cut_two_tiers(latency: tuple[float, float], cut_ms: float, conf1: float = SURE, after: float | None = 100.0,
+                  **kwargs: object) -> tuple[int, float, float, int, bool, bool]:
+    """Tier 0 (unsure) cut by early abort ``cut_ms`` after its start, at a cost of 0.5 instead of 1."""
+    out = replay_hedged_arrays(np.array([[UNSURE, conf1]]), [0.5, 0.5], np.array([[True, False]]),
+                               np.array([[1.0, 10.0]]), np.array([latency]), [after, None],
+                               abort_at=np.array([[4, 0]]), abort_ms=np.array([[cut_ms, latency[1]]]),
+                               abort_cost=np.array([[0.5, np.nan]]), **kwargs)  # type: ignore[arg-type]
+    assert out.aborted is not None
+    return (int(out.served[0]), float(out.latency_ms[0]), float(out.cost[0]), int(out.calls[0]),
+            bool(out.hedged[0]), bool(out.aborted[0, 0]))
+
+
+def test_a_cut_before_the_hedge_is_due_escalates_at_once() -> None:
+    assert cut_two_tiers((900.0, 500.0), 50.0) == (1, 550.0, 10.5, 2, False, True)
+
+
+def test_a_cut_after_the_hedge_started_adopts_the_running_hedge() -> None:
+    assert cut_two_tiers((900.0, 500.0), 300.0) == (1, 600.0, 10.5, 2, True, True)  # 100 + 500
+
+
+def test_a_cut_answer_is_never_the_fallback() -> None:
+    # tier 1 rejected too: best would pick tier 0's 0.2 over 0.1 if it were an answer; it is not
+    assert cut_two_tiers((900.0, 500.0), 300.0, conf1=0.1)[0] == 1
+    # the last call is never cut: with max_attempts 1 tier 0 is final, answers whole, and is the fallback
+    assert cut_two_tiers((900.0, 500.0), 300.0, max_attempts=1) == (0, 900.0, 1.0, 1, False, False)
+
+
+def test_without_hedging_the_cuts_are_those_of_the_vectorised_replay() -> None:
+    """replay_hedged with early-abort rules and no hedge_after_ms: the answers, calls, costs and cuts of
+    replay_tiers with the same abort table, and the latency request_totals estimates."""
+    from langchain_confidence_router.core import Cascade
+    from langchain_confidence_router.evaluation.early_abort import abort_table, request_totals
+    from langchain_confidence_router.evaluation.replay import replay_tiers
+    from langchain_confidence_router.evaluation.synthetic import make_runs
+
+    runs = make_runs(160, seed=5)
+    names = ["tiny", "medium", "large"]
+    cfg = parse_config({"algorithm": {"confidence": {"confidence_method": "min_logprob", "threshold": 0.6,
+                                                     "escalation_order": "declared", "token_filter": "all"}},
+                        "models": [{"name": "tiny", "early_abort": {"after_tokens": 2, "below": 0.6}},
+                                   {"name": "medium", "early_abort": {"after_tokens": 3, "below": 0.5}},
+                                   {"name": "large"}]})
+    cascade = Cascade.from_config(cfg)
+    matrix = build_matrix(runs, names, cfg)
+    table = abort_table(cascade.tiers, cfg.confidence, runs, matrix)
+    plain = replay_tiers(cascade.tiers, cfg.confidence, matrix, table)
+    hedged = replay_hedged(cfg, runs, matrix)
+    assert plain.aborted is not None and plain.aborted.any() and hedged.aborted is not None
+    assert np.array_equal(hedged.served, plain.served) and np.array_equal(hedged.calls, plain.calls)
+    assert np.array_equal(hedged.aborted, plain.aborted) and np.allclose(hedged.cost, plain.cost)
+    _, latency = request_totals(plain.calls, table, plain.aborted)
+    assert np.allclose(hedged.latency_ms, latency)
+    # hedging the first tier: every cut still happens, and no request is slower
+    with_hedge = replay_hedged(cfg, runs, matrix, [float(np.median(latency_matrix(runs, matrix)[:, 0])) / 2,
+                                                   None, None])
+    assert with_hedge.hedged.any() and with_hedge.aborted is not None
+    assert np.all(with_hedge.latency_ms <= hedged.latency_ms + 1e-9)
+
+
+def stream_lp(value: float, n: int) -> list[dict]:
+    return [{"token": f"t{i}", "logprob": value, "top_logprobs": [{"token": f"t{i}", "logprob": value}]}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize(("sure", "first_ms", "after"), [
+    (False, 0.0, 400.0),  # cut at about 50 ms, long before the hedge is due: escalates at once
+    (False, 400.0, 100.0),  # cut at about 450 ms, after the hedge started at 100 ms: the hedge is adopted
+    (True, 0.0, 100.0),  # confident, never cut, whole at about 300 ms: wins over the hedge (600 ms)
+])
+def test_the_replay_agrees_with_the_live_driver_on_a_gated_tier(sure: bool, first_ms: float, after: float) -> None:
+    """A gated first tier streaming 30 tokens 10 ms apart (after ``first_ms``), driven live by the hedging
+    drive loop and replayed with the cut it makes."""
+    import asyncio
+
+    from langchain_confidence_router.core import Cascade, TierCall, TierResult
+    from langchain_confidence_router.core import drive as core_drive
+
+    n_tokens, token_ms, large_ms, rule_at = 30, 10.0, 500.0, 5
+    entries = stream_lp(-0.01 if sure else -3.0, n_tokens)
+
+    class Gated:
+        def __init__(self) -> None:
+            self.received: list[dict] = []
+            self.tool_call = False
+
+        async def open(self) -> Any:
+            async def chunks() -> Any:
+                await asyncio.sleep(first_ms / 1000.0)
+                for entry in entries:
+                    await asyncio.sleep(token_ms / 1000.0)
+                    yield entry
+            return chunks()
+
+        def add(self, chunk: dict) -> list[dict]:
+            self.received.append(chunk)
+            return [chunk]
+
+        def result(self) -> TierResult:
+            return TierResult(text="s", logprobs={"content": self.received}, tokens_in=1,
+                              tokens_out=len(self.received))
+
+    class IO(core_drive.AsyncAttemptIO):
+        async def call(self, call: TierCall) -> TierResult:
+            await asyncio.sleep(large_ms / 1000.0)
+            return TierResult(text="l", logprobs={"content": stream_lp(-0.01, 3)}, tokens_in=1, tokens_out=3)
+
+        def gated(self, call: TierCall) -> Gated:
+            return Gated()
+
+    cas = Cascade.from_config({"algorithm": {"confidence": {"confidence_method": "min_logprob", "threshold": 0.5,
+                                                            "escalation_order": "declared"}},
+                               "models": [{"name": "s", "hedge_after_ms": after,
+                                           "early_abort": {"after_tokens": rule_at, "below": 0.5}},
+                                          {"name": "l"}]})
+    live = asyncio.run(core_drive.arun(cas.policy(), IO())).trace
+    whole_ms = first_ms + n_tokens * token_ms
+    cut_ms = first_ms + rule_at * token_ms
+    replayed = replay_hedged_arrays(
+        np.array([[0.99 if sure else 0.05, 0.99]]), [0.5, 0.5], np.ones((1, 2), dtype=bool), np.ones((1, 2)),
+        np.array([[whole_ms, large_ms]]), [after, None], abort_at=np.array([[0 if sure else rule_at, 0]]),
+        abort_ms=np.array([[cut_ms, large_ms]]), abort_cost=np.array([[0.5, np.nan]]))
+    assert replayed.aborted is not None
+    assert live.final_tier == int(replayed.served[0])
+    assert len(live.attempts) == int(replayed.calls[0])
+    assert any(a.hedged for a in live.attempts) == bool(replayed.hedged[0])
+    assert (live.attempts[0].aborted_at_token is not None) == bool(replayed.aborted[0, 0])
+    if not sure:
+        assert live.attempts[0].aborted_at_token == rule_at
+    assert live.total_latency_ms == pytest.approx(float(replayed.latency_ms[0]), abs=150.0)

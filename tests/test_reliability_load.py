@@ -78,7 +78,8 @@ import gc, json, os
 from litellm.integrations.custom_logger import CustomLogger
 
 #: The adapter's per-request objects: none may outlive its request.
-PER_REQUEST = ("RequestTrace", "AttemptTrace", "CascadePolicy", "RequestContext", "StreamSession", "TierResult")
+PER_REQUEST = ("RequestTrace", "AttemptTrace", "CascadePolicy", "RequestContext", "StreamSession", "TierResult",
+               "AbortTracker", "Flight")
 
 
 def census():
@@ -102,8 +103,8 @@ class TraceFileLogger(CustomLogger):
             return  # a tier call, not a cascade request
         line = {"event": event, "stream": bool(kwargs.get("stream")), "request_id": trace.get("request_id"),
                 "outcome": trace.get("outcome"), "total_latency_ms": trace.get("total_latency_ms"),
-                "attempts": [[a.get("model"), a.get("decision"), a.get("error_kind"), a.get("latency_ms")]
-                             for a in trace["attempts"]]}
+                "attempts": [[a.get("model"), a.get("decision"), a.get("error_kind"), a.get("latency_ms"),
+                              a.get("aborted_at_token"), a.get("hedged")] for a in trace["attempts"]]}
         requester = metadata.get("requester_metadata") or {}
         if metadata.get("census") or requester.get("census"):
             line["census"] = census()
@@ -233,15 +234,19 @@ def wait_for_records(log: Path, expected: int, timeout_s: float = 60.0) -> list[
         time.sleep(0.5)
 
 
-def take_census(url: str, log: Path) -> dict[str, int]:
+def take_census(url: str, log: Path, model: str = "smart") -> dict[str, int]:
     """Ask the proxy's trace logger for the count of live adapter objects (one probe request, not counted as load)."""
-    body = {"model": "smart", "messages": [{"role": "user", "content": "census"}], "metadata": {"census": True}}
-    result = asyncio.run(drive(url, lambda i: body, 1, 1))
+    body = {"model": model, "messages": [{"role": "user", "content": "census"}], "metadata": {"census": True}}
+    earlier = sum("census" in r for r in read_traces(log))
+    for _ in range(3):  # the upstream injects faults into the probe's calls too: a probe may fail on every tier
+        result = asyncio.run(drive(url, lambda i: body, 1, 1))
+        if result.outcomes[0].status == 200:
+            break
     assert result.outcomes[0].status == 200, result.outcomes
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = [r["census"] for r in read_traces(log) if "census" in r]
-        if found:
+        if len(found) > earlier:  # this probe's line, not an earlier probe's
             census: dict[str, int] = found[-1]
             return census
         time.sleep(0.2)
@@ -319,3 +324,78 @@ def test_load_with_faults_loses_nothing_and_leaks_nothing(tmp_path: Path) -> Non
     #    calls too (measured: ~17 kB/request for direct calls at 400 clients, flat when not saturated), so
     #    RSS is bounded, not required flat; the census above is the adapter's leak check (docs/reliability.md)
     assert after.rss_kb - before.rss_kb <= RSS_SLACK_KB, summary
+
+
+# ---------------------------------------------------------------------------- gated and hedged attempts
+
+#: Requests of the early-abort load run: enough that one leaked object or socket per request (or per cut
+#: stream) is far above the slack, in about a minute.
+ABORT_REQUESTS = int(os.environ.get("CR_LOAD_ABORT_REQUESTS", "1000"))
+ABORT_CONCURRENCY = 100
+#: 24 tokens 5 ms apart: a cut after 4 tokens closes a stream that had most of its answer still to come
+LONG_ANSWER = " ".join(f"w{i}" for i in range(24))
+GATED = {"algorithm": {"confidence": {"confidence_method": "min_logprob", "threshold": 0.5, "on_error": "skip",
+                                      "limits": {"attempt_timeout_s": ATTEMPT_TIMEOUT_S}}},
+         "models": [{"name": "small", "early_abort": {"after_tokens": 4, "below": 0.5}}, {"name": "large"}]}
+GATED_HEDGED = json.loads(json.dumps(GATED))
+GATED_HEDGED["models"][0]["hedge_after_ms"] = 20.0  # before most cuts (4 tokens 5 ms apart, after 10 ms)
+
+
+def abort_body(i: int) -> dict[str, Any]:
+    """Half the requests through each cascade; a third hard (cut, escalated), a tenth streamed."""
+    rnd = random.Random(i)
+    hard = "[hard] " if rnd.random() < 0.33 else ""
+    return {"model": "gated" if i % 2 else "hedged", "stream": rnd.random() < 0.1, "metadata": {"load_index": i},
+            "messages": [{"role": "user", "content": f"{hard}Question {i}: explain 6 times 7."}]}
+
+
+def test_gated_and_hedged_load_leaks_nothing(tmp_path: Path) -> None:
+    """Early abort (hidden streams cut mid-answer) and early abort inside hedged requests under load with
+    faults: every request answered or failed on every tier, one trace
+    each, and no adapter object, descriptor or socket left behind."""
+    # large takes 0.1 s: a hedge started at 20 ms is still running when small is cut, and is adopted
+    models = {"small": {"confident_on_hard": False, "answer": LONG_ANSWER, "token_delay_s": 0.005},
+              "large": {"latency_s": 0.1}}
+    upstream = start_upstream(models, tmp_path / "upstream.log", latency_s=0.01, fault_rate=FAULT_RATE,
+                              fault_kinds=["500", "429", "malformed", "no_logprobs"], seed=11)
+    log = tmp_path / "traces.jsonl"
+    (tmp_path / "trace_file_logger.py").write_text(TRACE_LOGGER_SOURCE, encoding="utf-8")
+    warmup = min(200, max(ABORT_REQUESTS // 10, 50))
+    try:
+        config = proxy_config(upstream.base_url, {"gated": GATED, "hedged": GATED_HEDGED}, ("small", "large"),
+                              callbacks=("trace_file_logger.logger",))
+        proxy = start_proxy(config, tmp_path, {"TRACE_LOG": str(log), "AIOHTTP_KEEPALIVE_TIMEOUT": "2"})
+        try:
+            warm = asyncio.run(drive(proxy.url, lambda i: abort_body(-1 - i), warmup, ABORT_CONCURRENCY))
+            wait_for_records(log, warmup)
+            before = settle_snapshot(proxy.pid)
+            census_before = take_census(proxy.url, log, "hedged")
+            run = asyncio.run(drive(proxy.url, abort_body, ABORT_REQUESTS, ABORT_CONCURRENCY))
+            records = wait_for_records(log, warmup + ABORT_REQUESTS)
+            after = settle_snapshot(proxy.pid)
+            census_after = take_census(proxy.url, log, "hedged")
+        finally:
+            stop(proxy.process)
+    finally:
+        upstream.close()
+
+    failed = [o for o in run.outcomes if o.status != 200]
+    attempts = [a for r in records for a in r["attempts"]]
+    cut = [a for a in attempts if a[4] is not None]
+    summary = (f"{ABORT_REQUESTS} requests in {run.seconds:.1f} s; failed {len(failed)}; cut attempts {len(cut)} "
+               f"(in hedged requests {sum(1 for r in records for a in r['attempts'] if a[4] and r['attempts'][-1][5])})"
+               f"; fds {before.fds} -> {after.fds}, sockets {before.sockets} -> {after.sockets}; live adapter "
+               f"objects after warm-up {census_before}, at the end {census_after}")
+    print(summary)
+    assert len(run.outcomes) == ABORT_REQUESTS
+    assert not [o for o in failed if ALL_FAILED not in o.error], summary
+    ids = [r["request_id"] for r in records]
+    assert len(records) == warmup + ABORT_REQUESTS and len(set(ids)) == len(ids), summary
+    # the paths under test did run: cuts, cuts inside hedged requests, and hedges
+    assert len(cut) >= ABORT_REQUESTS * 0.1, summary
+    assert any(a[4] is not None for r in records if r["attempts"][-1][5] for a in r["attempts"]), summary
+    assert all(a[1] == "escalate" for a in cut), summary
+    # nothing left behind: descriptors, sockets (a cut stream's connection is closed) and adapter objects
+    assert after.fds - before.fds <= FD_SLACK and after.sockets - before.sockets <= FD_SLACK, summary
+    assert all(census_after[name] <= census_before[name] + CENSUS_SLACK for name in census_after), summary
+    assert sum(o.status != 200 for o in warm.outcomes) <= warmup // 10, summary

@@ -221,18 +221,8 @@ def gated_attempt(policy: CascadePolicy, call: TierCall, gated: SyncGatedStream,
     """Run a gated call as a hidden stream, abandoning it (and closing the upstream stream) as soon as the
     tracker fires; report the whole answer, the abort, or the error to the policy."""
     t0 = time.perf_counter()
-    chunks: Iterable[Any] | None = None
     try:
-        try:
-            chunks = gated.open()
-            for chunk in chunks:
-                if _fires(gated, tracker, chunk):
-                    break
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-        result = gated.result()
+        result = read_gated(gated, tracker)
     except Exception as exc:
         return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
     return _gated_step(policy, call, result, _ms(t0), tracker)
@@ -243,20 +233,41 @@ async def agated_attempt(policy: CascadePolicy, call: TierCall, gated: AsyncGate
     """:func:`gated_attempt` for async I/O, each chunk within the attempt timeout (as a live stream)."""
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
-            upstream = await gated.open()
-        chunks = within(upstream, timeout)
-        try:
-            async for chunk in chunks:
-                if _fires(gated, tracker, chunk):
-                    break
-        finally:
-            await chunks.aclose()  # closes the upstream stream now, not when garbage is collected
-        result = gated.result()
+        result = await aread_gated(gated, tracker, timeout)
     except Exception as exc:
         exc = timeout_error(exc, timeout, "no chunk")
         return Step(call, policy.on_error(call, exc, _ms(t0)), exc)
     return _gated_step(policy, call, result, _ms(t0), tracker)
+
+
+def read_gated(gated: SyncGatedStream, tracker: AbortTracker, stop: Callable[[], bool] | None = None) -> TierResult:
+    """Read a hidden stream until it ends, the tracker fires or ``stop()`` is true (a cancelled hedge: a
+    blocking read cannot be interrupted otherwise); the stream is closed either way. What was received."""
+    chunks: Iterable[Any] | None = None
+    try:
+        chunks = gated.open()
+        for chunk in chunks:
+            if _fires(gated, tracker, chunk) or (stop is not None and stop()):
+                break
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return gated.result()
+
+
+async def aread_gated(gated: AsyncGatedStream, tracker: AbortTracker, timeout: float | None) -> TierResult:
+    """:func:`read_gated` for async I/O, each chunk within ``timeout``; cancelling the task closes the stream."""
+    async with asyncio.timeout(timeout):
+        upstream = await gated.open()
+    chunks = within(upstream, timeout)
+    try:
+        async for chunk in chunks:
+            if _fires(gated, tracker, chunk):
+                break
+    finally:
+        await chunks.aclose()  # closes the upstream stream now, not when garbage is collected
+    return gated.result()
 
 
 def _fires(gated: GatedStream, tracker: AbortTracker, chunk: Any) -> bool:

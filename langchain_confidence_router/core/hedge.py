@@ -18,6 +18,12 @@ variables would pile up there); cancelling one closes its HTTP request. Blocking
 shared thread pool; a blocking call cannot be interrupted, so a cancelled one runs on in its thread and
 its answer is dropped when it comes. When the pool is busy the request runs without hedging.
 
+A gated attempt (a tier with ``early_abort``) runs as its hidden stream here too, watched by its abort
+tracker: when the rule fires the stream is closed and the attempt is reported as aborted, in the same
+order as any answer. So a cut attempt is a rejected answer under the rules above: a running hedge becomes
+the next attempt; with none running yet the request escalates at once, as without hedging. An aborted
+hedge never wins.
+
 A hedge into a call the adapter streams live (the final tier of a streamed request) reads its stream into
 a buffer without passing anything on; once adopted its chunks go through ``live.add`` (which is what shows
 them) and the rest streams live. It never wins before the earlier attempt is judged.
@@ -40,6 +46,7 @@ from .policy import Action, CallTier, CascadePolicy, Fail, Finish, TierCall, Tie
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Generator
 
+    from .abort import AbortTracker
     from .drive import AsyncAttemptIO, AsyncLiveStream, AttemptIO, Ending, Step, SyncLiveStream
 
 #: Threads for blocking hedged requests (each needs two: the attempt and its hedge). Beyond that, requests
@@ -63,10 +70,17 @@ class Flight:
     more: asyncio.Event | None = None  # async: set when a chunk arrives
     ready: threading.Condition | None = None  # blocking: notified when a chunk arrives
     cancelled: bool = False  # blocking: stop reading (a thread cannot be interrupted)
+    gated: Any = None  # a gated attempt's hidden stream (a Sync/AsyncGatedStream), read by its tracker
+    tracker: AbortTracker | None = None
 
     @property
     def done(self) -> bool:
         return self.latency_ms is not None
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the early-abort rule cut this attempt."""
+        return self.tracker is not None and self.tracker.fired_at is not None
 
     def wait_s(self) -> float | None:
         """Seconds until this attempt should be hedged; None when it never is (or already was)."""
@@ -77,7 +91,7 @@ class Flight:
 
 
 def _report(policy: CascadePolicy, io: Any, flight: Flight) -> Step:
-    from .drive import Step
+    from .drive import Step, _gated_step
 
     call = flight.call
     # a live hedge is committed once its chunks reached the user; a whole call as its adapter says
@@ -86,6 +100,9 @@ def _report(policy: CascadePolicy, io: Any, flight: Flight) -> Step:
         visible = flight.live is not None and flight.live.visible
         return Step(call, policy.on_error(call, flight.error, flight.latency_ms, committed=visible), flight.error)
     assert flight.result is not None
+    if flight.tracker is not None:  # a hidden stream: cut by the rule, or whole (never shown, so never committed)
+        assert flight.latency_ms is not None
+        return _gated_step(policy, call, flight.result, flight.latency_ms, flight.tracker)
     return Step(call, policy.on_result(call, flight.result, flight.latency_ms, committed=committed))
 
 
@@ -99,6 +116,19 @@ def _cancelled(policy: CascadePolicy, flight: Flight, final: Action | None) -> S
         assert final is not None
         action = _settled(final, flight.call.attempt)
     return Step(flight.call, action)
+
+
+def _acceptable(policy: CascadePolicy, hedge: Flight) -> bool:
+    """Whether a hedge that answered first wins at once: a whole answer the policy would accept."""
+    return hedge.error is None and hedge.result is not None and not hedge.aborted and policy.preview(
+        hedge.call, hedge.result)
+
+
+def _gate_of(policy: CascadePolicy, io: Any, call: TierCall) -> tuple[Any, AbortTracker] | None:
+    """The hidden stream and tracker of a gated call (as the sequential drive asks for them), or None."""
+    from .drive import _gate
+
+    return _gate(policy, call, io) if policy.gates else None
 
 
 def _settled(action: Action, number: int) -> Action:
@@ -157,7 +187,8 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
                     continue
                 call = action.call
                 await io.begin(call)
-                live = io.live(call) if streaming else None
+                gate = _gate_of(policy, io, call)
+                live = io.live(call) if streaming and gate is None else None
                 if live is not None:  # streamed to the user as it is written, as without hedging
                     done: list[Step] = []
                     async for out in astream_attempt(policy, call, live, io.timeout(call), done):
@@ -165,7 +196,7 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
                     await io.end(done[0])
                     action = done[0].action
                     continue
-                head = _astart(io, call)
+                head = _astart(io, call, gate)
             if head.live is not None:  # an adopted live hedge: pass on what it buffered, then stream on
                 async for out in _release(head):
                     yield out
@@ -185,7 +216,7 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
                         await io.end(_cancelled(policy, hedge, action))
                         hedge = None
             elif hedge is not None and hedge.done and hedge.live is None:
-                if hedge.error is None and hedge.result is not None and policy.preview(hedge.call, hedge.result):
+                if _acceptable(policy, hedge):
                     await _acancel(head)  # the hedge answered first and is acceptable: it wins
                     step = _cancelled(policy, head, None)
                     await io.end(step)
@@ -200,8 +231,9 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
                 call = _speculate(policy, io, head)
                 if call is not None:
                     await io.begin(call)
-                    live = io.live(call) if streaming else None
-                    hedge = _astart(io, call) if live is None else _astart_live(io, call, live)
+                    gate = _gate_of(policy, io, call)
+                    live = io.live(call) if streaming and gate is None else None
+                    hedge = _astart(io, call, gate) if live is None else _astart_live(io, call, live)
     finally:
         for flight in (head, hedge):
             if flight is not None and not flight.done:
@@ -209,21 +241,25 @@ async def adrive(policy: CascadePolicy, io: AsyncAttemptIO, ending: Ending, *, s
         _abandoned(policy, hedge)
 
 
-def _astart(io: AsyncAttemptIO, call: TierCall) -> Flight:
+def _astart(io: AsyncAttemptIO, call: TierCall, gate: tuple[Any, AbortTracker] | None = None) -> Flight:
     flight = Flight(call, time.perf_counter())
+    if gate is not None:
+        flight.gated, flight.tracker = gate
     flight.handle = asyncio.ensure_future(_afly(io, flight))
     return flight
 
 
 async def _afly(io: AsyncAttemptIO, flight: Flight) -> None:
-    from .drive import timeout_error
+    from .drive import aread_gated, timeout_error
 
     timeout = io.timeout(flight.call)
     try:
-        # wait_for: the call gets a task of its own, as in drive.aattempt
-        flight.result = await asyncio.wait_for(io.call(flight.call), timeout)
+        if flight.tracker is not None:  # a hidden stream, closed when the rule fires or the task is cancelled
+            flight.result = await aread_gated(flight.gated, flight.tracker, timeout)
+        else:  # wait_for: the call gets a task of its own, as in drive.aattempt
+            flight.result = await asyncio.wait_for(io.call(flight.call), timeout)
     except Exception as exc:
-        flight.error = timeout_error(exc, timeout, "no answer")
+        flight.error = timeout_error(exc, timeout, "no answer" if flight.tracker is None else "no chunk")
     flight.latency_ms = _ms(flight.t0)
 
 
@@ -314,7 +350,7 @@ def run(policy: CascadePolicy, io: AttemptIO) -> Finish | Fail:
 def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Generator[Any, None, Finish | Fail]:
     """:func:`.drive.drive` with hedging; a live hedge is buffered unseen as in :func:`adrive`. A blocking
     stream cannot be interrupted either: a cancelled one is closed when its next chunk arrives."""
-    from .drive import attempt, claim, stream_attempt
+    from .drive import attempt, claim, gated_attempt, stream_attempt
 
     action: Action = policy.start()
     head: Flight | None = None
@@ -329,11 +365,17 @@ def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Ge
                     continue
                 call = action.call
                 io.begin(call)
-                live = io.live(call) if streaming else None
-                head = _start(io, call) if live is None and call.tier.spec.hedge_after_ms is not None else None
+                gate = _gate_of(policy, io, call)
+                live = io.live(call) if streaming and gate is None else None
+                head = _start(io, call, gate=gate) if live is None and call.tier.spec.hedge_after_ms is not None \
+                    else None
                 if head is None:  # not hedged here (or no thread free, or streamed live): as without hedging
-                    step = attempt(policy, call, io) if live is None else (
-                        yield from stream_attempt(policy, call, live))
+                    if gate is not None:
+                        step = gated_attempt(policy, call, *gate)
+                    elif live is None:
+                        step = attempt(policy, call, io)
+                    else:
+                        step = yield from stream_attempt(policy, call, live)
                     io.end(step)
                     action = step.action
                     continue
@@ -355,7 +397,7 @@ def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Ge
                         io.end(_cancelled(policy, hedge, action))
                         hedge = None
             elif hedge is not None and hedge.done and hedge.live is None:
-                if hedge.error is None and hedge.result is not None and policy.preview(hedge.call, hedge.result):
+                if _acceptable(policy, hedge):
                     _cancel(head)
                     step = _cancelled(policy, head, None)
                     io.end(step)
@@ -375,11 +417,12 @@ def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Ge
                     continue
                 try:
                     io.begin(call)
-                    live = io.live(call) if streaming else None
+                    gate = _gate_of(policy, io, call)
+                    live = io.live(call) if streaming and gate is None else None
                 except BaseException:
                     _slots.release()
                     raise
-                hedge = _start(io, call, slot_held=True, live=live)
+                hedge = _start(io, call, slot_held=True, live=live, gate=gate)
     finally:
         for flight in (head, hedge):
             if flight is not None:
@@ -387,12 +430,14 @@ def drive(policy: CascadePolicy, io: AttemptIO, *, streaming: bool = True) -> Ge
         _abandoned(policy, hedge)
 
 
-def _start(io: AttemptIO, call: TierCall, slot_held: bool = False, live: SyncLiveStream | None = None
-           ) -> Flight | None:
+def _start(io: AttemptIO, call: TierCall, slot_held: bool = False, live: SyncLiveStream | None = None,
+           gate: tuple[Any, AbortTracker] | None = None) -> Flight | None:
     """Run ``call`` on a pool thread (in a copy of this context); None when no thread is free."""
     if not slot_held and not _slots.acquire(blocking=False):
         return None
     flight = Flight(call, time.perf_counter())
+    if gate is not None:
+        flight.gated, flight.tracker = gate
     if live is not None:
         flight.live, flight.chunks, flight.ready = live, [], threading.Condition()
     target = _fly if live is None else _fly_live
@@ -402,8 +447,14 @@ def _start(io: AttemptIO, call: TierCall, slot_held: bool = False, live: SyncLiv
 
 
 def _fly(io: AttemptIO, flight: Flight) -> None:
+    from .drive import read_gated
+
     try:
-        flight.result = io.call(flight.call)
+        if flight.tracker is not None:  # a hidden stream: closed when the rule fires, or at the first chunk
+            # after a cancel
+            flight.result = read_gated(flight.gated, flight.tracker, stop=lambda: flight.cancelled)
+        else:
+            flight.result = io.call(flight.call)
     except Exception as exc:
         flight.error = exc
     finally:

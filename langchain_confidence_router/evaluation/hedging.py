@@ -10,6 +10,12 @@ rules (``core/hedge.py``, documented in docs/configuration.md):
   accepted, it wins; rejected, the hedge (already running) is the next attempt, timed from its own start;
 * without a hedge, the next tier starts when the rejected answer came.
 
+A tier with ``early_abort`` is cut where its rule fires on the recorded tokens (found by the same tracker
+as :func:`.early_abort.abort_table`), unless its call is the last one: the cut attempt ends at the recorded
+latency prorated by the tokens received, costs what :func:`.early_abort.aborted_cost` says, is never
+accepted nor the fallback answer, and counts as a rejected answer under the rules above (a running hedge
+becomes the next attempt; with none yet, the next tier starts when the cut came), as the live drivers do.
+
 Decisions use the same confidences and thresholds as :func:`.replay.replay_tiers`, so with no
 ``hedge_after_ms`` anywhere the answers, calls and costs equal replay's (tests assert it) and the latency is
 the sum of the called tiers' recorded latencies. A hedge can change the answer: when the later tier answers
@@ -28,6 +34,7 @@ import numpy as np
 from ..core.config import RouterConfig
 from ..core.engine import Cascade
 from ..core.errors import ConfigError
+from .early_abort import abort_table, has_rules
 from .matrix import RunMatrix
 from .replay import _tiers_of, tier_confidence
 from .runs import RecordedRuns
@@ -39,7 +46,8 @@ __all__ = ["HedgedReplay", "latency_matrix", "replay_hedged", "replay_hedged_arr
 class HedgedReplay:
     """Per item: tier served (-1: failed), end-to-end latency (ms), cost (USD, hedges at full cost),
     correct, tier calls made (hedges included), whether a hedge was started, and whether the request
-    needed more than its first tier (escalated or hedged)."""
+    needed more than its first tier (escalated or hedged); ``aborted`` (items x tiers): the tier's attempt was
+    cut by early abort."""
 
     served: np.ndarray
     latency_ms: np.ndarray
@@ -48,6 +56,7 @@ class HedgedReplay:
     calls: np.ndarray
     hedged: np.ndarray
     escalated: np.ndarray
+    aborted: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -84,10 +93,19 @@ def replay_hedged_arrays(
     final_fallback: str = "best",
     max_attempts: int | None = None,
     cost_budget_usd: float | None = None,
+    abort_at: np.ndarray | None = None,
+    abort_ms: np.ndarray | None = None,
+    abort_cost: np.ndarray | None = None,
 ) -> HedgedReplay:
-    """The cascade over ``(n, L)`` arrays (tiers in escalation order) with each tier's ``hedge_after_ms``."""
+    """The cascade over ``(n, L)`` arrays (tiers in escalation order) with each tier's ``hedge_after_ms``.
+
+    ``abort_at`` (``(n, L)``, 0 = never) is where each tier's early-abort rule fires, ``abort_ms`` and
+    ``abort_cost`` when the cut attempt ends (from its start) and what it costs; all three or none."""
     conf = np.asarray(conf, dtype=float)
-    n = conf.shape[0]
+    n, n_tiers = conf.shape
+    cut = np.zeros((n, n_tiers), dtype=bool) if abort_at is None else np.asarray(abort_at) > 0
+    if cut.any() and (abort_ms is None or abort_cost is None):
+        raise ConfigError("abort_at needs abort_ms and abort_cost")
     miss = np.isnan(conf)
     with np.errstate(invalid="ignore"):
         passes = conf >= np.asarray(thresholds, dtype=float)[None, :]
@@ -95,10 +113,12 @@ def replay_hedged_arrays(
     fails = miss if missing_logprobs == "fail" else np.zeros_like(miss)
     out = {k: np.zeros(n, dtype=t) for k, t in (("served", np.int64), ("latency", float), ("cost", float),
                                                  ("calls", np.int64), ("hedged", bool), ("escalated", bool))}
+    aborted = np.zeros((n, n_tiers), dtype=bool)
     for i in range(n):
         served, end, spent, calls, hedged = _one(
             accept[i], fails[i], conf[i], cost[i], latency_ms[i], hedge_after_ms, final_fallback, max_attempts,
-            cost_budget_usd)
+            cost_budget_usd, cut[i], None if abort_ms is None else abort_ms[i],
+            None if abort_cost is None else abort_cost[i], aborted[i])
         out["served"][i], out["latency"][i], out["cost"][i] = served, end, spent
         out["calls"][i], out["hedged"][i] = calls, hedged
         out["escalated"][i] = calls > 1
@@ -106,14 +126,25 @@ def replay_hedged_arrays(
     right = np.zeros(n, dtype=bool)
     ok = served >= 0
     right[ok] = np.asarray(correct)[np.flatnonzero(ok), served[ok]]
-    return HedgedReplay(served, out["latency"], out["cost"], right, out["calls"], out["hedged"], out["escalated"])
+    return HedgedReplay(served, out["latency"], out["cost"], right, out["calls"], out["hedged"], out["escalated"],
+                        aborted)
 
 
 def _one(accept: np.ndarray, fails: np.ndarray, conf: np.ndarray, cost: np.ndarray, latency: np.ndarray,
          hedge_after: Sequence[float | None], final_fallback: str, max_attempts: int | None,
-         budget: float | None) -> tuple[int, float, float, int, bool]:
-    """One request's timeline: (tier served or -1, end time, cost, calls, hedged)."""
+         budget: float | None, cut: np.ndarray, cut_ms: np.ndarray | None, cut_cost: np.ndarray | None,
+         aborted: np.ndarray) -> tuple[int, float, float, int, bool]:
+    """One request's timeline: (tier served or -1, end time, cost, calls, hedged); ``aborted`` is filled in."""
     n_tiers = len(conf)
+    if cut.any():  # tier k's call is number k (a hedge takes the number the sequential call would have)
+        final = np.arange(n_tiers) >= (n_tiers - 1 if max_attempts is None else min(n_tiers, max_attempts) - 1)
+        cut = cut & ~final
+    if cut.any():
+        assert cut_ms is not None and cut_cost is not None
+        latency = np.where(cut, cut_ms, latency)
+        cost = np.where(cut, cut_cost, cost)
+        accept = accept & ~cut
+        fails = fails & ~cut
     start, spent, judged, calls, hedged = 0.0, 0.0, 0.0, 0, False  # judged: cost of the answers reported
     answers: list[int] = []  # rejected tiers, for final_fallback
     k, end = 0, 0.0
@@ -141,11 +172,14 @@ def _one(accept: np.ndarray, fails: np.ndarray, conf: np.ndarray, cost: np.ndarr
                 return k + 1, hedge_done, spent, calls, hedged  # the hedge answered first, acceptable: it wins
         end = done
         judged += cost[k]
-        if fails[k]:
-            return -1, end, spent, calls, hedged
-        if accept[k]:
-            return k, end, spent, calls, hedged  # judged first and accepted (a running hedge is cancelled)
-        answers.append(k)
+        if cut[k]:  # cut by early abort: rejected, and never the fallback answer
+            aborted[k] = True
+        else:
+            if fails[k]:
+                return -1, end, spent, calls, hedged
+            if accept[k]:
+                return k, end, spent, calls, hedged  # judged first and accepted (a running hedge is cancelled)
+            answers.append(k)
         if np.isfinite(hedge_start):
             if budget is not None and judged >= budget:
                 break  # the budget stops the request: the hedge is cancelled
@@ -174,7 +208,14 @@ def replay_hedged(config: RouterConfig | Cascade, runs: RecordedRuns, matrix: Ru
     if len(after) != len(tiers):
         raise ConfigError(f"hedge_after_ms: expected one value per tier ({len(tiers)}), got {len(after)}")
     limits = settings.limits
-    return replay_hedged_arrays(conf, [t.threshold for t in tiers], sub.correct, sub.cost,
-                                latency_matrix(runs, sub, names), after,
+    latency = latency_matrix(runs, sub, names)
+    cuts: dict[str, np.ndarray] = {}
+    if has_rules(tiers):  # the early-abort rules, where they fire on the recorded tokens
+        table = abort_table(tiers, settings, runs, sub)
+        per_token = np.divide(latency, table.tokens_out, out=np.full_like(latency, np.nan),
+                              where=table.tokens_out > 0)
+        cuts = {"abort_at": table.at, "abort_cost": table.cost,
+                "abort_ms": np.where(table.at > 0, np.nan_to_num(per_token * table.at), latency)}
+    return replay_hedged_arrays(conf, [t.threshold for t in tiers], sub.correct, sub.cost, latency, after,
                                 missing_logprobs=settings.missing_logprobs, final_fallback=settings.final_fallback,
-                                max_attempts=limits.max_attempts, cost_budget_usd=limits.cost_budget_usd)
+                                max_attempts=limits.max_attempts, cost_budget_usd=limits.cost_budget_usd, **cuts)

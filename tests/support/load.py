@@ -91,7 +91,9 @@ def start_proxy(config: dict[str, Any], folder: Path, env: dict[str, str] | None
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     port = free_port()
     full_env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
-                "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+                # the checkout under test first (a proxy started elsewhere would import the installed copy)
+                "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                **(env or {})}
     full_env.pop("DATABASE_URL", None)
     log = folder / "proxy.log"
     with log.open("wb") as out:
