@@ -220,6 +220,10 @@ def test_an_acceptable_hedge_that_answers_first_cancels_the_gated_attempt(
     assert trace.total_latency_ms is not None and trace.total_latency_ms < 1500
     sent = [body for body in list(server.requests) if body.get("model") == "sure" and marker in str(body["messages"])]
     assert len(sent) == 1 and sent[0].get("stream")  # the gated attempt was its hidden stream
+    cut = trace.attempts[0]  # billed like a cut attempt: its prompt, counted by the adapter (no token had come)
+    assert cut.tokens_in and cut.tokens_in_estimated and not cut.tokens_out
+    assert cut.cost_usd == pytest.approx(PRICE_IN * cut.tokens_in)
+    assert trace.cost_complete and trace.total_cost_usd == pytest.approx(sum(a.cost_usd for a in trace.attempts))
     if path in ASYNC_PATHS:  # a blocking stream is closed at its next chunk, after the delay
         assert eventually(lambda: [m for m, p in list(server.disconnects) if marker in p]) == ["sure"]
 

@@ -111,11 +111,23 @@ def _cancelled(policy: CascadePolicy, flight: Flight, final: Action | None) -> S
     from .drive import Step
 
     latency = flight.latency_ms if flight.done else _ms(flight.t0)
-    action = policy.on_cancelled(flight.call, latency, flight.result, flight.error)
+    result = flight.result if flight.result is not None or flight.error is not None else _received(flight)
+    action = policy.on_cancelled(flight.call, latency, result, flight.error)
     if action is None:  # the hedge after the request ended: the request's own action, settling the hedge
         assert final is not None
         action = _settled(final, flight.call.attempt)
     return Step(flight.call, action)
+
+
+def _received(flight: Flight) -> TierResult | None:
+    """What a cancelled gated attempt had received (its tokens so far, its prompt counted by the adapter), so
+    it is billed like a cut one; None for a whole call, which reports nothing before it ends."""
+    if flight.gated is None:
+        return None
+    try:
+        return flight.gated.result()
+    except Exception:  # nothing usable arrived: the cost stays unknown
+        return None
 
 
 def _acceptable(policy: CascadePolicy, hedge: Flight) -> bool:

@@ -350,13 +350,17 @@ class CascadePolicy:
     def on_cancelled(self, call: TierCall, latency_ms: float | None = None, result: TierResult | None = None,
                      error: BaseException | None = None) -> Action | None:
         """Record an attempt the driver stopped (or whose answer it no longer needs) as ``cancelled``: billed
-        from ``result``'s usage when it had answered, else of unknown cost.
+        from ``result``'s usage when it had answered, from what a hidden stream had received (its tokens so far
+        and its prompt as the adapter counted it, ``tokens_in_estimated``), else of unknown cost.
 
         * the hedge, after the request ended: closes the trace; returns None (the request's action stands);
         * the attempt a hedge overtook (the hedge answered first and :meth:`preview` accepted it): returns
           the next action, which is the hedge's call, to be reported as usual."""
         attempt = self._attempt(call, latency_ms, result)
         attempt.decision = "cancelled"
+        if result is not None and result.cost_usd is None and result.tokens_in is None \
+                and call.tier.spec.input_cost_per_token:
+            attempt.cost_usd = None  # a stream cut before usage, its prompt not counted: the cost is not known
         if error is not None:
             attempt.error = describe_exception(error)
             attempt.error_kind = classify_error(error)
