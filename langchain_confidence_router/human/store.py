@@ -26,6 +26,7 @@ single writer anyway), on PostgreSQL the database handles concurrency and upsert
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -158,6 +159,10 @@ labels_table = Table(
     Column("labelled_at", Float, nullable=False),
 )
 
+
+#: Column order of the decisions upsert, and its JSON columns (serialised by the writer itself).
+_DECISION_COLUMNS = tuple(c.name for c in decisions_table.columns)
+_JSON_DECISION_COLUMNS = frozenset(c.name for c in decisions_table.columns if isinstance(c.type, JSON))
 
 conversations_table = Table(
     "cr_conversations", METADATA,
@@ -305,7 +310,7 @@ class ReviewStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._upsert_stmt: Any = None
+        self._upsert_sql: str | None = None
         # SQLite: one writer at a time and a pysqlite connection is not for concurrent use; serialise.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -385,22 +390,25 @@ class ReviewStore:
     def record_many(self, items: Iterable[tuple[RequestTrace, bool]], *, store_text: bool = False) -> None:
         """Store ``(trace, spot_check)`` pairs in one transaction (the background writer's batches)."""
         latest = {_check_id(trace.request_id): (trace, spot) for trace, spot in items}  # one row per id
+        if not latest:
+            return
         if self.dialect not in ("sqlite", "postgresql"):
             with self._begin() as conn:
                 for trace, spot_check in latest.values():
                     self._record(conn, trace, store_text=store_text, spot_check=spot_check)
             return
-        decisions = [self._decision_row(trace) for trace, _ in latest.values()]
+        rows = [self._decision_values(trace) for trace, _ in latest.values()]
         queued = [(t, s) for t, s in latest.values() if t.route in HANDOFF_ROUTES or (s and t.route == "automated")]
         queued_ids = {t.request_id for t, _ in queued}
         others = [rid for rid in latest if rid not in queued_ids]
         with self._begin() as conn:
-            # One multi-row upsert for the decisions and one delete, not a statement per request: the
-            # writer shares the process (and its GIL) with the requests it records.
-            conn.execute(self._decisions_upsert(), decisions)  # executemany: one cached statement
+            # The writer shares the process (and its interpreter lock) with the requests it records, so the
+            # decisions go as one upsert over plain values, not through SQLAlchemy's per-row parameter
+            # processing; handoffs are a few per batch.
+            conn.exec_driver_sql(self._decisions_sql(), rows)
             for trace, _ in queued:
                 self._upsert_handoff(conn, trace, self._decision_row(trace), store_text)
-            if others:
+            if others:  # re-recorded as automated: a pending handoff no longer needs a reviewer
                 h = handoffs_table
                 conn.execute(delete(h).where(h.c.request_id.in_(others), h.c.status == "pending",
                                              h.c.route != "automated"))
@@ -415,13 +423,28 @@ class ReviewStore:
             conn.execute(delete(h).where(h.c.request_id == trace.request_id, h.c.status == "pending",
                                          h.c.route != "automated"))
 
-    def _decisions_upsert(self) -> Any:
-        if self._upsert_stmt is None:
-            insert = (sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert)(decisions_table)
-            cols = [c.name for c in decisions_table.columns if c.name != "request_id"]
-            self._upsert_stmt = insert.on_conflict_do_update(
-                index_elements=["request_id"], set_={c: insert.excluded[c] for c in cols})
-        return self._upsert_stmt
+    def _decisions_sql(self) -> str:
+        """``INSERT ... ON CONFLICT (request_id) DO UPDATE`` of every decision column, in the DB-API's own
+        parameter style, built once from the table definition (the same statement on SQLite and PostgreSQL;
+        executemany of it: psycopg sends a batch's rows in one pipeline, prepared once)."""
+        if self._upsert_sql is None:
+            quote = self.engine.dialect.identifier_preparer.quote
+            mark = "?" if self.dialect == "sqlite" else "%s"
+            names = [c.name for c in decisions_table.columns]
+            marks = [f"CAST({mark} AS JSON)" if n in _JSON_DECISION_COLUMNS and self.dialect == "postgresql"
+                     else mark for n in names]
+            self._upsert_sql = (
+                f"INSERT INTO {quote(decisions_table.name)} ({', '.join(quote(n) for n in names)}) "
+                f"VALUES ({', '.join(marks)}) ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+                + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != "request_id"))
+        return self._upsert_sql
+
+    @classmethod
+    def _decision_values(cls, trace: RequestTrace) -> tuple[Any, ...]:
+        """A decision row as a tuple in column order, JSON columns serialised (for the DB-API directly)."""
+        row = cls._decision_row(trace)
+        return tuple(json.dumps(row[name]) if name in _JSON_DECISION_COLUMNS else row[name]
+                     for name in _DECISION_COLUMNS)
 
     def claim_clarify(self, key: str, limit: int, ttl_s: float, now: float | None = None) -> bool:
         """Count one clarifying question for conversation ``key`` if it has had fewer than ``limit``.
