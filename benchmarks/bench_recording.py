@@ -1,6 +1,6 @@
 """Recording on against off, through the real LiteLLM proxy with PostgreSQL, at 100 concurrent clients.
 
-    python benchmarks/bench_recording.py              # 100 clients, 2 ABBA rounds; about 1-2 minutes
+    python benchmarks/bench_recording.py              # 100 clients, 4 ABBA rounds; about 1-3 minutes
     python benchmarks/bench_recording.py --clients 100 --requests 4000 --rounds 3
 
 One proxy (``litellm --config``, one uvicorn worker), a ``FakeOpenAIServer`` upstream (50 ms per call) and a
@@ -10,8 +10,9 @@ recording: ``off`` has a ``human:`` section with no store; ``on`` has the same s
 written to PostgreSQL in batches and appended to the audit log. Both always answer automatically
 (threshold 0). The arms run in alternating blocks (off, on, on, off, ...) so machine drift hits both alike.
 
-Prints throughput per arm and the ratio on/off (target >= 0.95), the ratio of each ABBA round and their
-median (other work on a shared machine moves single blocks a lot; the median of paired rounds moves less),
+Prints throughput per arm and the ratio on/off (target >= 0.95), the ratio of each ABBA round, their
+median and their mean with two standard errors (other work on a shared machine moves single blocks a lot;
+``--aa`` runs the same with recording off in both arms, to see how far noise alone moves the ratio),
 p50/p99 latency, errors, the CPU the proxy and PostgreSQL spent per request in each arm (read from /proc:
 what recording costs, largely independent of how busy the machine is), and the rows found in PostgreSQL
 afterwards (every ``on`` request must be there: nothing dropped).
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--rounds", type=int, default=4, help="ABBA rounds (each: off, on, on, off or mirrored)")
     parser.add_argument("--no-audit", action="store_true", help="record to PostgreSQL only (no audit log)")
     parser.add_argument("--latency", type=float, default=0.05, help="upstream latency in seconds")
+    parser.add_argument("--aa", action="store_true",
+                        help="A/A check: the 'on' arm records nothing either (what the noise alone moves the ratio)")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bench-recording-"))
     with postgres_server() as pg:
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         try:
             config = proxy_config(upstream.base_url, {
                 "off": cascade({}),
-                "on": cascade({"store": pg, **({} if args.no_audit else {"audit_log": str(folder / "audit.jsonl")})}),
+                "on": cascade({} if args.aa else
+                              {"store": pg, **({} if args.no_audit else {"audit_log": str(folder / "audit.jsonl")})}),
             }, ("small",))
             proxy = start_proxy(config, folder, {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])})
             try:
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ratio = on.throughput / off.throughput
     audit = folder / "audit.jsonl"
     audit_lines = len(audit.read_text().splitlines()) if audit.exists() else 0
-    on_sent = len(on.outcomes) + max(args.clients, 200)
+    on_sent = 0 if args.aa else len(on.outcomes) + max(args.clients, 200)
     print(f"{args.clients} clients, {len(off.outcomes)} requests per arm, {seconds:.0f} s, "
           f"upstream {args.latency * 1000:.0f} ms")
     print(f"{'arm':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
@@ -147,11 +151,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"{name:>4} CPU per request: proxy {1000 * cpu[name]['proxy'] / n:.2f} ms, "
               f"PostgreSQL {1000 * cpu[name]['postgres'] / n:.2f} ms")
     median = statistics.median(round_ratios)
-    print("ratio per ABBA round: " + ", ".join(f"{r:.3f}" for r in round_ratios) + f"; median {median:.3f}")
+    spread = statistics.stdev(round_ratios) / len(round_ratios) ** 0.5 if len(round_ratios) > 1 else float("nan")
+    print("ratio per ABBA round: " + ", ".join(f"{r:.3f}" for r in round_ratios) + f"; median {median:.3f}; "
+          f"mean {statistics.fmean(round_ratios):.3f} +- {2 * spread:.3f} (2 standard errors: what noise allows)")
+    cpu_on, cpu_off = (cpu[n]["proxy"] / max(cpu[n]["requests"], 1) for n in ("on", "off"))
+    print(f"proxy CPU per request on/off: {cpu_on / cpu_off:.3f}")
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"throughput ratio on/off: {ratio:.3f} (target >= {TARGET_RATIO}) -> {verdict}")
     print(f"PostgreSQL decisions: {stored} of {on_sent} recorded requests; audit lines: {audit_lines}")
-    return {"ratio": ratio, "median_round_ratio": median, "stored": stored, "sent": on_sent}
+    return {"ratio": ratio, "median_round_ratio": median, "stored": stored, "sent": on_sent,
+            "cpu_ratio": cpu_on / cpu_off}
 
 
 if __name__ == "__main__":
