@@ -23,13 +23,13 @@ from langchain_confidence_router.core.trace import AttemptTrace, RequestTrace
 from langchain_confidence_router.evaluation.labels import export_labels
 from langchain_confidence_router.evaluation.runs import read_runs
 from langchain_confidence_router.human.abtest import _count_rows
+from langchain_confidence_router.human.database import sqlalchemy_url as _sqlalchemy_url
 from langchain_confidence_router.human.store import (
     METADATA,
     SCHEMA_VERSION,
     ReviewStore,
     StoreError,
     UnknownRequestError,
-    _sqlalchemy_url,
     open_store,
     scored_attempt,
 )
@@ -338,6 +338,9 @@ def test_open_store_urls_and_errors(tmp_path: Path) -> None:
         open_store(tmp_path / "missing.db", create=False)
     with pytest.raises(StoreError, match="cannot open store") as err:
         open_store(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/db?connect_timeout=2")
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(StoreError, match=r"cannot open store nosuchdb://ops:\*\*\*@db/reviews") as err:
+        open_store("nosuchdb://ops:hunter2@db/reviews")  # no such driver: the URL is quoted, its password is not
     assert "hunter2" not in str(err.value)
     with open_store(":memory:") as mem:  # in-memory: one shared database across threads
         mem.record(make_trace())

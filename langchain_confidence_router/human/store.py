@@ -36,7 +36,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -54,9 +53,7 @@ from sqlalchemy import (
     Text,
     and_,
     case,
-    create_engine,
     delete,
-    event,
     func,
     select,
     text,
@@ -65,11 +62,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfidenceRouterError
 from ..core.trace import AttemptTrace, RequestTrace
 from .audit import scrub
+from .database import open_engine
 
 __all__ = [
     "HANDOFF_ROUTES",
@@ -284,21 +281,6 @@ def _epoch(value: float | datetime | None) -> float | None:
     if value is None or isinstance(value, int | float):
         return value
     return value.timestamp()  # naive datetimes are local time, as datetime.timestamp() reads them
-
-
-def _sqlalchemy_url(url_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
-    """(SQLAlchemy URL, is_sqlite) for a path or URL; postgresql:// gets the psycopg 3 driver."""
-    raw = os.fspath(url_or_path)
-    if "://" not in raw:
-        if raw == ":memory:":
-            return "sqlite://", True
-        path = Path(raw).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}", True
-    scheme, rest = raw.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return f"postgresql+psycopg://{rest}", False
-    return raw, scheme.split("+")[0] == "sqlite"
 
 
 # ------------------------------------------------------------------------------------------ the store
@@ -706,24 +688,7 @@ def open_store(url_or_path: str | os.PathLike[str], *, create: bool = True, echo
     ``create=False`` refuses a SQLite path that does not exist yet (read-only commands use it, so a
     typo does not silently monitor an empty new database).
     """
-    url, is_sqlite = _sqlalchemy_url(url_or_path)
-    if is_sqlite and not create and url not in ("sqlite://", "sqlite:///:memory:"):
-        db = url.split(":///", 1)[1] if ":///" in url else ""
-        if db and not Path(db).exists():
-            raise StoreError(f"no store at {db}")
-    kwargs: dict[str, Any] = {"echo": echo}
-    if is_sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        if url in ("sqlite://", "sqlite:///:memory:"):
-            kwargs["poolclass"] = StaticPool  # one shared in-memory database, not one per connection
-    else:
-        kwargs["pool_pre_ping"] = True
-    try:
-        engine = create_engine(url, **kwargs)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StoreError(f"cannot open store {url_or_path}: {exc}") from exc
-    if is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+    engine, _ = open_engine(url_or_path, what="store", error=StoreError, create=create, echo=echo)
     try:
         return ReviewStore(engine)
     except SQLAlchemyError as exc:
@@ -737,16 +702,3 @@ def _handoff(row: Mapping[str, Any]) -> HandoffItem:
     for key in ("thresholds", "calibrations"):
         data[key] = data.get(key) or {}
     return HandoffItem(**data)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")  # other processes writing: wait instead of failing
-        with contextlib.suppress(Exception):  # WAL: readers (monitor) never block the writer
-            cur.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL never corrupts; a power cut may lose the last commits, not the file.
-            cur.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cur.close()
