@@ -255,6 +255,23 @@ def test_record_many_writes_a_mixed_batch_in_one_go(store: ReviewStore) -> None:
     assert store.get(again.request_id).confidence == pytest.approx(0.99)  # type: ignore[union-attr]
 
 
+def test_a_postgres_batch_of_decisions_is_one_statement(store: ReviewStore) -> None:
+    """The writer thread shares the interpreter lock with the requests: on PostgreSQL a batch's decisions go
+    as one statement (one round trip), not row by row (executemany waits on the socket for every row)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, bool]] = []
+    event.listen(store.engine, "before_cursor_execute",
+                 lambda conn, cur, sql, params, ctx, many: seen.append((sql, many)))
+    traces = [make_trace("automated", 0.9, ts=T0 + i) for i in range(50)]
+    store.record_many([(t, False) for t in traces])
+    upserts = [(sql, many) for sql, many in seen if sql.lstrip().upper().startswith("INSERT INTO")]
+    if store.dialect == "postgresql":
+        assert upserts and len(upserts) == 1 and upserts[0][1] is False, upserts
+    assert store.count()["decisions"] == 50
+    assert {d.request_id for d in store.decisions()} == {t.request_id for t in traces}
+
+
 def test_spot_check_queues_an_automated_answer(store: ReviewStore) -> None:
     t = make_trace("automated", 0.97)
     store.record(t, spot_check=True)

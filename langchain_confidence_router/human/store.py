@@ -387,7 +387,7 @@ class ReviewStore:
             # The writer shares the process (and its interpreter lock) with the requests it records, so the
             # decisions go as one upsert over plain values, not through SQLAlchemy's per-row parameter
             # processing; handoffs are a few per batch.
-            conn.exec_driver_sql(self._decisions_sql(), rows)
+            self._write_decisions(conn, rows)
             for trace, _ in queued:
                 self._upsert_handoff(conn, trace, self._decision_row(trace), store_text)
             if others:  # re-recorded as automated: a pending handoff no longer needs a reviewer
@@ -405,21 +405,31 @@ class ReviewStore:
             conn.execute(delete(h).where(h.c.request_id == trace.request_id, h.c.status == "pending",
                                          h.c.route != "automated"))
 
-    def _decisions_sql(self) -> str:
-        """``INSERT ... ON CONFLICT (request_id) DO UPDATE`` of every decision column, in the DB-API's own
-        parameter style, built once from the table definition (the same statement on SQLite and PostgreSQL;
-        executemany of it: psycopg sends a batch's rows in one pipeline, prepared once)."""
+    def _write_decisions(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert decision rows (tuples in column order) in one statement and one round trip.
+
+        PostgreSQL: each column goes as one typed array, unnested into rows, so the statement text (parsed
+        and planned once) does not depend on the batch size. Row by row, even pipelined as executemany does,
+        costs socket waits for every row in the writer thread, and each wait hands the interpreter lock back
+        and forth with the event loop serving the requests. SQLite (in-process): executemany of one row."""
         if self._upsert_sql is None:
             quote = self.engine.dialect.identifier_preparer.quote
-            mark = "?" if self.dialect == "sqlite" else "%s"
-            names = [c.name for c in decisions_table.columns]
-            marks = [f"CAST({mark} AS JSON)" if n in _JSON_DECISION_COLUMNS and self.dialect == "postgresql"
-                     else mark for n in names]
+            names = ", ".join(quote(c.name) for c in decisions_table.columns)
+            if self.dialect == "postgresql":
+                arrays = ", ".join(f"%s::{c.type.compile(dialect=self.engine.dialect)}[]"
+                                   for c in decisions_table.columns)
+                source = f"SELECT * FROM unnest({arrays})"
+            else:
+                source = f"VALUES ({', '.join('?' for _ in decisions_table.columns)})"
             self._upsert_sql = (
-                f"INSERT INTO {quote(decisions_table.name)} ({', '.join(quote(n) for n in names)}) "
-                f"VALUES ({', '.join(marks)}) ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
-                + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != "request_id"))
-        return self._upsert_sql
+                f"INSERT INTO {quote(decisions_table.name)} ({names}) {source} "
+                f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+                + ", ".join(f"{quote(c.name)} = excluded.{quote(c.name)}" for c in decisions_table.columns
+                            if c.name != "request_id"))
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(self._upsert_sql, tuple(list(column) for column in zip(*rows, strict=True)))
+        else:
+            conn.exec_driver_sql(self._upsert_sql, rows)
 
     @classmethod
     def _decision_values(cls, trace: RequestTrace) -> tuple[Any, ...]:
