@@ -270,6 +270,10 @@ def test_a_postgres_batch_of_decisions_is_one_statement(store: ReviewStore) -> N
         assert upserts and len(upserts) == 1 and upserts[0][1] is False, upserts
     assert store.count()["decisions"] == 50
     assert {d.request_id for d in store.decisions()} == {t.request_id for t in traces}
+    mixed = [make_trace("automated", 0.9, ts=T0 + 100), make_trace("automated", 0.9, ts=T0 + 101)]
+    mixed[0].started_at = int(T0) + 100  # an int among floats (assignment is not validated): one column type
+    store.record_many([(t, False) for t in mixed])
+    assert store.get(mixed[0].request_id).ts == pytest.approx(T0 + 100)  # type: ignore[union-attr]
 
 
 def test_spot_check_queues_an_automated_answer(store: ReviewStore) -> None:

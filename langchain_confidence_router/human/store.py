@@ -157,9 +157,17 @@ labels_table = Table(
 )
 
 
-#: Column order of the decisions upsert, and its JSON columns (serialised by the writer itself).
-_DECISION_COLUMNS = tuple(c.name for c in decisions_table.columns)
-_JSON_DECISION_COLUMNS = frozenset(c.name for c in decisions_table.columns if isinstance(c.type, JSON))
+def _to_python(column: Column[Any]) -> Any:
+    """How the writer turns a decision value into what the column's DB-API parameter should be."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return json.dumps
+    return float if isinstance(kind, Float) else int if isinstance(kind, Integer) else (
+        bool if isinstance(kind, Boolean) else str)
+
+
+#: (name, converter) of each decision column, in the order of the batch upsert.
+_DECISION_COLUMNS = tuple((c.name, _to_python(c)) for c in decisions_table.columns)
 
 conversations_table = Table(
     "cr_conversations", METADATA,
@@ -433,10 +441,12 @@ class ReviewStore:
 
     @classmethod
     def _decision_values(cls, trace: RequestTrace) -> tuple[Any, ...]:
-        """A decision row as a tuple in column order, JSON columns serialised (for the DB-API directly)."""
+        """A decision row as a tuple in column order, for the DB-API directly: JSON columns serialised, and
+        numbers and flags of the column's own type (a PostgreSQL array takes one type: an int among floats
+        would fail the whole batch)."""
         row = cls._decision_row(trace)
-        return tuple(json.dumps(row[name]) if name in _JSON_DECISION_COLUMNS else row[name]
-                     for name in _DECISION_COLUMNS)
+        return tuple(None if (value := row[name]) is None else convert(value)
+                     for name, convert in _DECISION_COLUMNS)
 
     def claim_clarify(self, key: str, limit: int, ttl_s: float, now: float | None = None) -> bool:
         """Count one clarifying question for conversation ``key`` if it has had fewer than ``limit``.
