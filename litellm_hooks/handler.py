@@ -33,7 +33,7 @@ from langchain_confidence_router.core import (
     drive,
 )
 
-from . import output, registry, trust
+from . import output, registry, shutdown, trust
 from .calls import (
     CONTROL_PARAMS,
     LOGPROB_PARAMS,
@@ -257,3 +257,4 @@ def _low_confidence(ctx: RequestContext, finish: Finish) -> LowConfidenceError:
 
 #: The instance the proxy's ``custom_provider_map`` names and :func:`litellm_hooks.register` installs.
 confidence_handler = ConfidenceLLM()
+shutdown.install()  # in the LiteLLM proxy, its shutdown writes the recording queue (atexit does not run there)

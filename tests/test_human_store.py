@@ -23,13 +23,13 @@ from langchain_confidence_router.core.trace import AttemptTrace, RequestTrace
 from langchain_confidence_router.evaluation.labels import export_labels
 from langchain_confidence_router.evaluation.runs import read_runs
 from langchain_confidence_router.human.abtest import _count_rows
+from langchain_confidence_router.human.database import sqlalchemy_url as _sqlalchemy_url
 from langchain_confidence_router.human.store import (
     METADATA,
     SCHEMA_VERSION,
     ReviewStore,
     StoreError,
     UnknownRequestError,
-    _sqlalchemy_url,
     open_store,
     scored_attempt,
 )
@@ -255,6 +255,27 @@ def test_record_many_writes_a_mixed_batch_in_one_go(store: ReviewStore) -> None:
     assert store.get(again.request_id).confidence == pytest.approx(0.99)  # type: ignore[union-attr]
 
 
+def test_a_postgres_batch_of_decisions_is_one_statement(store: ReviewStore) -> None:
+    """The writer thread shares the interpreter lock with the requests: on PostgreSQL a batch's decisions go
+    as one statement (one round trip), not row by row (executemany waits on the socket for every row)."""
+    from sqlalchemy import event
+
+    seen: list[tuple[str, bool]] = []
+    event.listen(store.engine, "before_cursor_execute",
+                 lambda conn, cur, sql, params, ctx, many: seen.append((sql, many)))
+    traces = [make_trace("automated", 0.9, ts=T0 + i) for i in range(50)]
+    store.record_many([(t, False) for t in traces])
+    upserts = [(sql, many) for sql, many in seen if sql.lstrip().upper().startswith("INSERT INTO")]
+    if store.dialect == "postgresql":
+        assert upserts and len(upserts) == 1 and upserts[0][1] is False, upserts
+    assert store.count()["decisions"] == 50
+    assert {d.request_id for d in store.decisions()} == {t.request_id for t in traces}
+    mixed = [make_trace("automated", 0.9, ts=T0 + 100), make_trace("automated", 0.9, ts=T0 + 101)]
+    mixed[0].started_at = int(T0) + 100  # an int among floats (assignment is not validated): one column type
+    store.record_many([(t, False) for t in mixed])
+    assert store.get(mixed[0].request_id).ts == pytest.approx(T0 + 100)  # type: ignore[union-attr]
+
+
 def test_spot_check_queues_an_automated_answer(store: ReviewStore) -> None:
     t = make_trace("automated", 0.97)
     store.record(t, spot_check=True)
@@ -338,6 +359,9 @@ def test_open_store_urls_and_errors(tmp_path: Path) -> None:
         open_store(tmp_path / "missing.db", create=False)
     with pytest.raises(StoreError, match="cannot open store") as err:
         open_store(f"postgresql://someone:hunter2@127.0.0.1:{free_port()}/db?connect_timeout=2")
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(StoreError, match=r"cannot open store nosuchdb://ops:\*\*\*@db/reviews") as err:
+        open_store("nosuchdb://ops:hunter2@db/reviews")  # no such driver: the URL is quoted, its password is not
     assert "hunter2" not in str(err.value)
     with open_store(":memory:") as mem:  # in-memory: one shared database across threads
         mem.record(make_trace())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -176,6 +177,37 @@ for i in range(20):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     with open_store(str(tmp_path / "exit.db")) as store:
         assert store.count()["decisions"] == 20
+
+
+def test_the_litellm_proxy_writes_the_queue_when_stopped(tmp_path: Path) -> None:
+    """SIGTERM: uvicorn drains, shuts the app down, then re-raises the signal (no atexit). Every answered
+    request must still be in the store and the audit log, including the batch the writer was still waiting
+    to fill (batch_wait_s 5 s: without the shutdown hook none of these would be written)."""
+    from support.load import drive, proxy_config, start_proxy, start_upstream
+    from support.proxy import stop
+
+    human = {"thresholds": {"automate": 0.0, "assist": 0.0}, "spot_check_rate": 0.0,
+             "store": str(tmp_path / "proxy.db"), "audit_log": str(tmp_path / "proxy.jsonl"),
+             "recording": {"batch_wait_s": 5.0}}
+    upstream = start_upstream({"small": {}}, tmp_path / "upstream.log")
+    try:
+        config = proxy_config(upstream.base_url, {"rec": {
+            "algorithm": {"confidence": {"threshold": 0.0}}, "models": [{"name": "small"}], "human": human}},
+            ("small",))
+        root = Path(__file__).resolve().parents[1]  # this checkout's package in the proxy, not an installed one
+        proxy = start_proxy(config, tmp_path, {"PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])})
+        try:
+            result = asyncio.run(drive(proxy.url, lambda i: {"model": "rec", "messages": [
+                {"role": "user", "content": f"question {i}"}]}, 12, 4))
+        finally:
+            stop(proxy.process)
+    finally:
+        upstream.close()
+    assert [o.status for o in result.outcomes] == [200] * 12, result.outcomes[0].error
+    assert proxy.process.returncode == -15  # it ended by the re-raised signal, as in production
+    with open_store(str(tmp_path / "proxy.db")) as store:
+        assert store.count()["decisions"] == 12
+    assert len((tmp_path / "proxy.jsonl").read_text().splitlines()) == 12
 
 
 def test_imports_point_the_right_way() -> None:

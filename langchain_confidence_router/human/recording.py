@@ -18,8 +18,9 @@ Full queue (``human.recording.on_full``):
 A dropped decision is never silent: it is counted (:meth:`RecordingWriter.stats`), logged (warning,
 at most once per ``LOG_EVERY_S``), added to the dropped request's own trace reasons, and the next
 audit line written says how many decisions were dropped before it (``extra.recording_dropped``).
-``close()`` (also run at interpreter exit, which is how the LiteLLM proxy's shutdown reaches it)
-writes what is queued, bounded by ``flush_timeout_s``.
+``close()`` writes what is queued, bounded by ``flush_timeout_s``; :func:`close_all` closes every
+writer and runs at interpreter exit and in the LiteLLM proxy's shutdown (``litellm_hooks.shutdown``:
+the proxy ends by re-raising SIGTERM, which skips ``atexit``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from ..core.engine import register_observer_factory
 from ..core.policy import Observer
 from ..core.trace import RequestTrace
 
-__all__ = ["RecordingWriter", "flush_all", "observers_for", "process_stats", "recording_stats", "writers_for"]
+__all__ = ["RecordingWriter", "close_all", "flush_all", "observers_for", "process_stats", "recording_stats",
+           "writers_for"]
 
 logger = logging.getLogger(__name__)
 LOG_EVERY_S = 10.0
@@ -291,7 +293,8 @@ def recording_stats(cascade: Any) -> list[dict[str, int]]:
 
 
 @atexit.register
-def _flush_at_exit() -> None:
+def close_all() -> None:
+    """Write what every open writer holds (each bounded by its ``flush_timeout_s``) and close them."""
     for writer in list(_open_writers):
         writer.close()
 

@@ -26,6 +26,7 @@ single writer anyway), on PostgreSQL the database handles concurrency and upsert
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -35,7 +36,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -53,9 +53,7 @@ from sqlalchemy import (
     Text,
     and_,
     case,
-    create_engine,
     delete,
-    event,
     func,
     select,
     text,
@@ -64,11 +62,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
 
 from ..core.errors import ConfidenceRouterError
 from ..core.trace import AttemptTrace, RequestTrace
 from .audit import scrub
+from .database import open_engine
 
 __all__ = [
     "HANDOFF_ROUTES",
@@ -158,6 +156,18 @@ labels_table = Table(
     Column("labelled_at", Float, nullable=False),
 )
 
+
+def _to_python(column: Column[Any]) -> Any:
+    """How the writer turns a decision value into what the column's DB-API parameter should be."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return json.dumps
+    return float if isinstance(kind, Float) else int if isinstance(kind, Integer) else (
+        bool if isinstance(kind, Boolean) else str)
+
+
+#: (name, converter) of each decision column, in the order of the batch upsert.
+_DECISION_COLUMNS = tuple((c.name, _to_python(c)) for c in decisions_table.columns)
 
 conversations_table = Table(
     "cr_conversations", METADATA,
@@ -281,21 +291,6 @@ def _epoch(value: float | datetime | None) -> float | None:
     return value.timestamp()  # naive datetimes are local time, as datetime.timestamp() reads them
 
 
-def _sqlalchemy_url(url_or_path: str | os.PathLike[str]) -> tuple[str, bool]:
-    """(SQLAlchemy URL, is_sqlite) for a path or URL; postgresql:// gets the psycopg 3 driver."""
-    raw = os.fspath(url_or_path)
-    if "://" not in raw:
-        if raw == ":memory:":
-            return "sqlite://", True
-        path = Path(raw).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}", True
-    scheme, rest = raw.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return f"postgresql+psycopg://{rest}", False
-    return raw, scheme.split("+")[0] == "sqlite"
-
-
 # ------------------------------------------------------------------------------------------ the store
 
 
@@ -305,7 +300,7 @@ class ReviewStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._upsert_stmt: Any = None
+        self._upsert_sql: str | None = None
         # SQLite: one writer at a time and a pysqlite connection is not for concurrent use; serialise.
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
@@ -385,22 +380,25 @@ class ReviewStore:
     def record_many(self, items: Iterable[tuple[RequestTrace, bool]], *, store_text: bool = False) -> None:
         """Store ``(trace, spot_check)`` pairs in one transaction (the background writer's batches)."""
         latest = {_check_id(trace.request_id): (trace, spot) for trace, spot in items}  # one row per id
+        if not latest:
+            return
         if self.dialect not in ("sqlite", "postgresql"):
             with self._begin() as conn:
                 for trace, spot_check in latest.values():
                     self._record(conn, trace, store_text=store_text, spot_check=spot_check)
             return
-        decisions = [self._decision_row(trace) for trace, _ in latest.values()]
+        rows = [self._decision_values(trace) for trace, _ in latest.values()]
         queued = [(t, s) for t, s in latest.values() if t.route in HANDOFF_ROUTES or (s and t.route == "automated")]
         queued_ids = {t.request_id for t, _ in queued}
         others = [rid for rid in latest if rid not in queued_ids]
         with self._begin() as conn:
-            # One multi-row upsert for the decisions and one delete, not a statement per request: the
-            # writer shares the process (and its GIL) with the requests it records.
-            conn.execute(self._decisions_upsert(), decisions)  # executemany: one cached statement
+            # The writer shares the process (and its interpreter lock) with the requests it records, so the
+            # decisions go as one upsert over plain values, not through SQLAlchemy's per-row parameter
+            # processing; handoffs are a few per batch.
+            self._write_decisions(conn, rows)
             for trace, _ in queued:
                 self._upsert_handoff(conn, trace, self._decision_row(trace), store_text)
-            if others:
+            if others:  # re-recorded as automated: a pending handoff no longer needs a reviewer
                 h = handoffs_table
                 conn.execute(delete(h).where(h.c.request_id.in_(others), h.c.status == "pending",
                                              h.c.route != "automated"))
@@ -415,13 +413,40 @@ class ReviewStore:
             conn.execute(delete(h).where(h.c.request_id == trace.request_id, h.c.status == "pending",
                                          h.c.route != "automated"))
 
-    def _decisions_upsert(self) -> Any:
-        if self._upsert_stmt is None:
-            insert = (sqlite_dialect.insert if self.dialect == "sqlite" else pg_dialect.insert)(decisions_table)
-            cols = [c.name for c in decisions_table.columns if c.name != "request_id"]
-            self._upsert_stmt = insert.on_conflict_do_update(
-                index_elements=["request_id"], set_={c: insert.excluded[c] for c in cols})
-        return self._upsert_stmt
+    def _write_decisions(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert decision rows (tuples in column order) in one statement and one round trip.
+
+        PostgreSQL: each column goes as one typed array, unnested into rows, so the statement text (parsed
+        and planned once) does not depend on the batch size. Row by row, even pipelined as executemany does,
+        costs socket waits for every row in the writer thread, and each wait hands the interpreter lock back
+        and forth with the event loop serving the requests. SQLite (in-process): executemany of one row."""
+        if self._upsert_sql is None:
+            quote = self.engine.dialect.identifier_preparer.quote
+            names = ", ".join(quote(c.name) for c in decisions_table.columns)
+            if self.dialect == "postgresql":
+                arrays = ", ".join(f"%s::{c.type.compile(dialect=self.engine.dialect)}[]"
+                                   for c in decisions_table.columns)
+                source = f"SELECT * FROM unnest({arrays})"
+            else:
+                source = f"VALUES ({', '.join('?' for _ in decisions_table.columns)})"
+            self._upsert_sql = (
+                f"INSERT INTO {quote(decisions_table.name)} ({names}) {source} "
+                f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+                + ", ".join(f"{quote(c.name)} = excluded.{quote(c.name)}" for c in decisions_table.columns
+                            if c.name != "request_id"))
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(self._upsert_sql, tuple(list(column) for column in zip(*rows, strict=True)))
+        else:
+            conn.exec_driver_sql(self._upsert_sql, rows)
+
+    @classmethod
+    def _decision_values(cls, trace: RequestTrace) -> tuple[Any, ...]:
+        """A decision row as a tuple in column order, for the DB-API directly: JSON columns serialised, and
+        numbers and flags of the column's own type (a PostgreSQL array takes one type: an int among floats
+        would fail the whole batch)."""
+        row = cls._decision_row(trace)
+        return tuple(None if (value := row[name]) is None else convert(value)
+                     for name, convert in _DECISION_COLUMNS)
 
     def claim_clarify(self, key: str, limit: int, ttl_s: float, now: float | None = None) -> bool:
         """Count one clarifying question for conversation ``key`` if it has had fewer than ``limit``.
@@ -683,24 +708,7 @@ def open_store(url_or_path: str | os.PathLike[str], *, create: bool = True, echo
     ``create=False`` refuses a SQLite path that does not exist yet (read-only commands use it, so a
     typo does not silently monitor an empty new database).
     """
-    url, is_sqlite = _sqlalchemy_url(url_or_path)
-    if is_sqlite and not create and url not in ("sqlite://", "sqlite:///:memory:"):
-        db = url.split(":///", 1)[1] if ":///" in url else ""
-        if db and not Path(db).exists():
-            raise StoreError(f"no store at {db}")
-    kwargs: dict[str, Any] = {"echo": echo}
-    if is_sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        if url in ("sqlite://", "sqlite:///:memory:"):
-            kwargs["poolclass"] = StaticPool  # one shared in-memory database, not one per connection
-    else:
-        kwargs["pool_pre_ping"] = True
-    try:
-        engine = create_engine(url, **kwargs)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise StoreError(f"cannot open store {url_or_path}: {exc}") from exc
-    if is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+    engine, _ = open_engine(url_or_path, what="store", error=StoreError, create=create, echo=echo)
     try:
         return ReviewStore(engine)
     except SQLAlchemyError as exc:
@@ -714,16 +722,3 @@ def _handoff(row: Mapping[str, Any]) -> HandoffItem:
     for key in ("thresholds", "calibrations"):
         data[key] = data.get(key) or {}
     return HandoffItem(**data)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")  # other processes writing: wait instead of failing
-        with contextlib.suppress(Exception):  # WAL: readers (monitor) never block the writer
-            cur.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL never corrupts; a power cut may lose the last commits, not the file.
-            cur.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cur.close()

@@ -37,29 +37,24 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..core.calibration import Calibration
 from ..core.config import RouterConfig
 from ..core.errors import ConfidenceRouterError, ConfigError
 from ..core.tiers import build_tiers
-from ..human.store import _sqlalchemy_url, _sqlite_pragmas
+from ..human.database import open_engine
 
 __all__ = ["METADATA", "RegistryError", "RegistryStore", "VersionRecord", "open_registry", "payload_from_config"]
 
 METADATA = MetaData()
 #: PostgreSQL advisory lock taken while creating tables or numbering a version ("crregis1").
 _PG_LOCK_KEY = 0x6372_7265_6769_7331
-#: Seconds a PostgreSQL connection attempt may take before the registry counts as unreachable.
-CONNECT_TIMEOUT_S = 5
 
 versions_table = Table(
     "cr_registry_versions", METADATA,
@@ -342,34 +337,10 @@ def open_registry(url_or_path: str | os.PathLike[str], *, create: bool = True) -
     ``create=False`` (replicas, read commands) neither creates a SQLite file nor tables, so a typo in
     the URL is an error naming it instead of an empty registry.
     """
-    url, is_sqlite = _sqlalchemy_url(url_or_path)
-    kwargs: dict[str, Any] = {}
-    if is_sqlite:
-        db = url.split(":///", 1)[1] if ":///" in url else ""
-        if not create and db and not Path(db).exists():
-            raise RegistryError(f"registry {url_or_path}: no such database file")
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-    else:
-        kwargs["pool_pre_ping"] = True
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    try:
-        engine = create_engine(url, **kwargs)
-    except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise RegistryError(f"cannot open registry {_safe(url)}: {str(exc).replace(url, _safe(url))}") from exc
-    if is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+    engine, sqlite_file = open_engine(url_or_path, what="registry", error=RegistryError, create=create)
     display = engine.url.render_as_string(hide_password=True)
-    sqlite_file = Path(db) if is_sqlite and db and db != ":memory:" else None
     try:
         return RegistryStore(engine, display, create=create, sqlite_file=sqlite_file)
     except RegistryError:
         engine.dispose()
         raise
-
-
-def _safe(url: str) -> str:
-    """The URL with any password hidden (error messages end up in traces and logs)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (SQLAlchemyError, ValueError):
-        return url.split("://", 1)[0] + "://<unparsable URL>"
