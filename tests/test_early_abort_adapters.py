@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -23,13 +22,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseLanguageModel
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
+from support.upstream import stream_of
 
 import litellm_hooks
 from langchain_confidence_router.core import RequestTrace
 from langchain_confidence_router.langchain import ConfidenceRouter
 from langchain_confidence_router.langchain._usage import by_characters
 from langchain_confidence_router.langchain.testing import ScriptedOpenAIServer
-from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour, StreamRecord
+from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 from litellm_hooks import TRACE_KEY, register
 
 LONG = " ".join(f"word{i}" for i in range(60))  # 60 tokens
@@ -86,20 +86,6 @@ def check_budget_stopped(trace: RequestTrace) -> None:
     assert [(a.model, a.decision) for a in trace.attempts] == [("meh", "fallback"), ("doomed", "escalate")]
     assert trace.attempts[0].cost_usd < BUDGET_USD <= trace.total_cost_usd
     assert f"cost budget {BUDGET_USD:g} USD reached" in trace.reasons
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return value
-
-
-def stream_of(server: FakeOpenAIServer, model: str, before: int) -> StreamRecord:
-    records = wait_for(lambda: [r for r in server.streams[before:] if r.model == model
-                                and (r.closed_by_client or r.finished)])
-    assert len(records) == 1, server.streams[before:]
-    return records[0]
 
 
 def check_aborted(trace: RequestTrace, server: FakeOpenAIServer, before: int, prompt_tokens: int) -> None:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -23,11 +22,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 from langchain_openai import ChatOpenAI
+from support.proxy import wait_for
+from support.upstream import arrivals, disconnected, stream_of
 
 import litellm_hooks
 from langchain_confidence_router.core import RequestTrace
 from langchain_confidence_router.langchain import ConfidenceRouter
-from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour, StreamRecord
+from langchain_confidence_router.testing import FakeOpenAIServer, ModelBehaviour
 from litellm_hooks import TRACE_KEY, register
 
 LONG = " ".join(f"word{i}" for i in range(60))  # 60 tokens
@@ -115,29 +116,6 @@ def ask(path: str, server: FakeOpenAIServer, router: litellm.Router, name: str, 
     return RequestTrace.model_validate(response._hidden_params[TRACE_KEY]), response.choices[0].message.content, marker
 
 
-def arrivals(server: FakeOpenAIServer, marker: str) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for model, at, prompt in list(server.arrivals):
-        if marker in prompt:
-            out.setdefault(model, []).append(at)
-    return out
-
-
-def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
-
-
-def stream_of(server: FakeOpenAIServer, model: str, before: int) -> StreamRecord:
-    """The one stream of ``model`` since ``before``, once it ended (finished or closed by the client)."""
-    records = eventually(lambda: [r for r in server.streams[before:] if r.model == model
-                                  and (r.closed_by_client or r.finished)])
-    assert len(records) == 1, server.streams[before:]
-    return records[0]
-
-
 def decisions(trace: RequestTrace) -> list[tuple[str, str | None, bool, int | None]]:
     return [(a.model, a.decision, a.hedged, a.aborted_at_token) for a in trace.attempts]
 
@@ -194,7 +172,7 @@ def test_a_confident_gated_answer_is_never_cut_and_wins_over_the_hedge(
     assert "large" in arrivals(server, marker)  # the hedge was started, then cancelled
     assert trace.total_latency_ms is not None and trace.total_latency_ms < 2500  # not held for the hedge
     if path in ASYNC_PATHS:  # a blocking call cannot be interrupted: it runs on in its thread
-        assert eventually(lambda: [m for m, p in list(server.disconnects) if marker in p]) == ["large"]
+        assert wait_for(lambda: disconnected(server, marker), 5.0) == ["large"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -225,7 +203,7 @@ def test_an_acceptable_hedge_that_answers_first_cancels_the_gated_attempt(
     assert cut.cost_usd == pytest.approx(PRICE_IN * cut.tokens_in)
     assert trace.cost_complete and trace.total_cost_usd == pytest.approx(sum(a.cost_usd for a in trace.attempts))
     if path in ASYNC_PATHS:  # a blocking stream is closed at its next chunk, after the delay
-        assert eventually(lambda: [m for m, p in list(server.disconnects) if marker in p]) == ["sure"]
+        assert wait_for(lambda: disconnected(server, marker), 5.0) == ["sure"]
 
 
 @pytest.mark.parametrize("path", ["langchain.invoke", "litellm.completion"])

@@ -12,7 +12,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -20,6 +20,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm
 import pytest
 from langchain_openai import ChatOpenAI
+from support.proxy import wait_for
+from support.upstream import arrivals, disconnected
 
 import litellm_hooks
 from langchain_confidence_router.core import RequestTrace
@@ -99,25 +101,6 @@ def ask(path: str, server: FakeOpenAIServer, router: litellm.Router, block: str,
     return trace, response.choices[0].message.content, marker
 
 
-def arrivals(server: FakeOpenAIServer, marker: str) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for model, at, prompt in list(server.arrivals):
-        if marker in prompt:
-            out.setdefault(model, []).append(at)
-    return out
-
-
-def eventually(check: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
-
-
-def disconnected(server: FakeOpenAIServer, marker: str) -> list[str]:
-    return [model for model, prompt in list(server.disconnects) if marker in prompt]
-
-
 def assert_overlapped(trace: RequestTrace) -> None:
     """The hedge ran alongside: the request took less than its two attempts one after the other."""
     first, second = trace.attempts
@@ -169,7 +152,7 @@ def test_confident_small_answer_first_wins_and_the_hedge_is_cancelled(
     assert trace.total_latency_ms is not None and trace.total_latency_ms < 2000  # not held for the hedge
     if path in ("langchain.invoke", "litellm.completion"):
         return  # a blocking call cannot be interrupted: it runs on in its thread, its answer dropped
-    assert eventually(lambda: disconnected(server, marker)) == ["large"]  # the connection was closed
+    assert wait_for(lambda: disconnected(server, marker), 3.0) == ["large"]  # the connection was closed
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -199,7 +182,7 @@ def test_acceptable_hedge_that_answers_first_wins(path: str, server: FakeOpenAIS
     assert trace.total_latency_ms is not None and trace.total_latency_ms < 1500
     assert trace.final_model == "large" and trace.outcome == "accepted"
     if path in ("langchain.ainvoke", "litellm.acompletion"):
-        assert eventually(lambda: disconnected(server, marker)) == ["small"]
+        assert wait_for(lambda: disconnected(server, marker), 3.0) == ["small"]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -278,7 +261,7 @@ def test_stream_confident_earlier_answer_wins_and_the_live_hedge_is_closed_unsee
     assert decisions(trace) == [("small", "accept", False), ("large", "cancelled", True)]
     if path in ("langchain.stream", "litellm.completion-stream"):
         return  # a blocking stream is closed when its next chunk arrives (here after the 2 s delay)
-    assert eventually(lambda: disconnected(server, marker)) == ["large"]
+    assert wait_for(lambda: disconnected(server, marker), 3.0) == ["large"]
 
 
 @pytest.mark.parametrize("path", STREAM_PATHS)
