@@ -43,6 +43,15 @@ def first_call(policy: Any) -> Any:
     return action.call
 
 
+def hedged(policy: Any) -> tuple[Any, Any]:
+    """Start ``policy``; its first call and the next tier's call, started as that call's hedge."""
+    call = first_call(policy)
+    hedge = policy.speculate(call)
+    assert hedge is not None
+    policy.on_hedge(hedge)
+    return call, hedge
+
+
 def test_hedge_after_ms_is_off_by_default_and_must_be_positive() -> None:
     plain = cascade({"name": "s"}, {"name": "l"})
     assert plain.tiers[0].spec.hedge_after_ms is None and not plain.policy().hedging
@@ -97,10 +106,7 @@ def test_preview_agrees_with_the_decision(result: TierResult, settings: dict[str
 
 def test_rejected_answer_adopts_the_running_hedge() -> None:
     policy = cascade().policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     action = policy.on_result(call, UNSURE, 300.0)
     assert isinstance(action, CallTier) and action.call is hedge  # the same call: waited for, not repeated
     finish = policy.on_result(hedge, SURE, 200.0)
@@ -114,10 +120,7 @@ def test_accepted_answer_keeps_the_trace_open_until_the_hedge_is_recorded() -> N
     seen: list[list[tuple[str, str | None]]] = []
     cas.add_observer(lambda trace, _req, _ans: seen.append([(a.model, a.decision) for a in trace.attempts]))
     policy = cas.policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     finish = policy.on_result(call, SURE, 300.0)
     assert isinstance(finish, Finish) and seen == []  # not closed yet: the hedge is still running
     assert policy.on_cancelled(hedge, 150.0) is None
@@ -132,10 +135,7 @@ def test_accepted_answer_keeps_the_trace_open_until_the_hedge_is_recorded() -> N
 
 def test_a_hedge_that_had_answered_is_billed_from_its_usage() -> None:
     policy = cascade().policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     policy.on_result(call, SURE, 300.0)
     policy.on_cancelled(hedge, 120.0, UNSURE)
     loser = policy.trace.attempts[1]
@@ -145,10 +145,7 @@ def test_a_hedge_that_had_answered_is_billed_from_its_usage() -> None:
 
 def test_a_hedge_that_had_failed_does_not_make_the_cost_incomplete() -> None:
     policy = cascade().policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     policy.on_result(call, SURE, 300.0)
     policy.on_cancelled(hedge, 20.0, None, ConnectionError("refused"))
     loser = policy.trace.attempts[1]
@@ -157,10 +154,7 @@ def test_a_hedge_that_had_failed_does_not_make_the_cost_incomplete() -> None:
 
 def test_overtaken_attempt_is_cancelled_and_the_hedge_reported_next() -> None:
     policy = cascade().policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     assert policy.preview(hedge, SURE)
     action = policy.on_cancelled(call, 400.0)
     assert isinstance(action, CallTier) and action.call is hedge and action.settled == (0,)
@@ -172,10 +166,7 @@ def test_overtaken_attempt_is_cancelled_and_the_hedge_reported_next() -> None:
 
 def test_a_budget_spent_by_the_earlier_attempt_cancels_the_hedge() -> None:
     policy = cascade(limits={"cost_budget_usd": 1e-5}).policy()
-    call = first_call(policy)
-    hedge = policy.speculate(call)
-    assert hedge is not None
-    policy.on_hedge(hedge)
+    call, hedge = hedged(policy)
     action = policy.on_result(call, UNSURE, 300.0)  # costs 1.6e-5: the budget is spent, no more escalation
     assert isinstance(action, Finish) and action.trace.outcome == "fallback"
     assert policy.on_cancelled(hedge, 300.0) is None
