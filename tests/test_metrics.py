@@ -92,6 +92,17 @@ def router(server: FakeOpenAIServer, cfg: dict[str, Any], traces: list[RequestTr
     return r
 
 
+def router_with_own_registry(server: FakeOpenAIServer, cfg: dict[str, Any], name: str
+                             ) -> tuple[ConfidenceRouter, CollectorRegistry, list[RequestTrace]]:
+    """Explicit API (no metrics: section): the router's metrics go to a registry of its own; its traces."""
+    del cfg["metrics"]
+    registry = CollectorRegistry()
+    traces: list[RequestTrace] = []
+    r = router(server, cfg, traces)
+    r.cascade.add_observer(metrics_observer(r.config, name=name, metrics=RouterMetrics(registry)))
+    return r, registry, traces
+
+
 def abort_config(name: str, **extra: Any) -> dict[str, Any]:
     """"doomed" first, cut by early abort at token AFTER, then "large"."""
     cfg = config(name, tiers=("doomed", "large"), **extra)
@@ -149,12 +160,7 @@ def test_decision_time_leaves_out_the_upstream_calls() -> None:
     """Explicit API (no metrics: section), own registry: 300 ms upstream calls are not router time."""
     slow = {"small": ModelBehaviour(confident_on_hard=False, latency_s=0.3), "large": ModelBehaviour(latency_s=0.3)}
     with FakeOpenAIServer(slow) as s:
-        cfg = config("lc-latency")
-        del cfg["metrics"]
-        registry = CollectorRegistry()
-        traces: list[RequestTrace] = []
-        r = router(s, cfg, traces)
-        r.cascade.add_observer(metrics_observer(r.config, name="lc-latency", metrics=RouterMetrics(registry)))
+        r, registry, traces = router_with_own_registry(s, config("lc-latency"), "lc-latency")
         r.invoke("easy")
         r.invoke("[hard] escalates")
     got = parse(generate_latest(registry).decode())
@@ -168,12 +174,7 @@ def test_decision_time_leaves_out_the_upstream_calls() -> None:
 
 
 def test_early_aborts_and_the_tokens_paid_for_them_are_counted(server: FakeOpenAIServer) -> None:
-    cfg = abort_config("lc-abort")
-    del cfg["metrics"]
-    registry = CollectorRegistry()
-    traces: list[RequestTrace] = []
-    r = router(server, cfg, traces)
-    r.cascade.add_observer(metrics_observer(r.config, name="lc-abort", metrics=RouterMetrics(registry)))
+    r, registry, traces = router_with_own_registry(server, abort_config("lc-abort"), "lc-abort")
     r.invoke("Explain.")
     r.invoke("Explain again.")
     got = parse(generate_latest(registry).decode())
