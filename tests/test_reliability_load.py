@@ -35,6 +35,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import pytest
+from support.litellm_test_logger import read_log
 from support.load import (  # noqa: F401  (re-exported: benchmarks/bench_proxy.py imports them from here)
     MASTER_KEY,
     LoadResult,
@@ -126,11 +127,8 @@ logger = TraceFileLogger()
 
 
 def read_traces(path: Path) -> list[dict[str, Any]]:
-    """The lines ``TraceFileLogger`` wrote (one per cascade request)."""
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except FileNotFoundError:
-        return []
+    """The lines ``TraceFileLogger`` wrote (one per cascade request), complete ones only."""
+    return read_log(path)
 
 
 # ---------------------------------------------------------------------------- /proc readers (no psutil)

@@ -90,10 +90,11 @@ def installed_logger() -> Iterator[RecordingLogger]:
 
 
 def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The records a logger in another process wrote to ``path``."""
+    """The records a logger in another process wrote to ``path``: complete lines only (the last one may be
+    read while it is still being appended; it counts once its newline is written)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
     except FileNotFoundError:
         return []
 
